@@ -1,0 +1,101 @@
+//! Mailroom's wire formats, with no IO: what goes into an SQS message body and how to read it back.
+//!
+//! Shared by `mailroom-router` (which encodes) and the `mailroom` worker (which decodes), so the two
+//! can never disagree about the format. Everything here is a pure function over bytes and strings;
+//! fetching an offloaded body from S3 is the caller's job (see [`S3Pointer`]).
+//!
+//! CONTRACT (other crates are written against these names; keep them):
+//! - [`Envelope`], [`Kind`], [`Origin`], [`Source`]
+//! - [`decode`] (any SQS body -> [`Decoded`]), [`encode`] (router envelope -> SQS body)
+//! - [`S3Pointer`] with `to_message_body()`, [`EXTENDED_PAYLOAD_SIZE_ATTRIBUTES`]
+//! - [`ATTR_KIND`], [`ATTR_VERSION`] (SQS message attribute names the router sets)
+//! - [`DecodeError`] (typed, `Display` is the clear reason stored in dead letters)
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Version of the router envelope this crate writes.
+pub const ENVELOPE_VERSION: u32 = 1;
+/// SQS message attribute (String) carrying the [`Kind`], so a consumer can route without parsing.
+pub const ATTR_KIND: &str = "mailroom.kind";
+/// SQS message attribute (Number) carrying the envelope version.
+pub const ATTR_VERSION: &str = "mailroom.version";
+/// Message attributes the SQS Extended Client libraries set on a message whose body is an
+/// [`S3Pointer`] (Java v1 used `SQSLargePayloadSize`, later versions `ExtendedPayloadSize`).
+pub const EXTENDED_PAYLOAD_SIZE_ATTRIBUTES: [&str; 2] = ["ExtendedPayloadSize", "SQSLargePayloadSize"];
+
+/// Which SendGrid callback a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An Event Webhook batch: a JSON array of events.
+    Events,
+    /// An Inbound Parse post: multipart/form-data.
+    Inbound,
+}
+
+/// Which shape the message was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Mailroom's router envelope, with its version.
+    Router { version: u32 },
+    /// Legacy mapping template: `{"queue_url": ..., "body-json": <inlined JSON>}`.
+    SeedJson,
+    /// Legacy mapping template: `{"queue_url": ..., "body-raw": b64, "http-headers": b64}`.
+    SeedRaw,
+}
+
+/// Where the router received the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Request path, e.g. `/sendgrid/events`.
+    pub path: String,
+    /// API Gateway stage, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// API Gateway / Lambda request id, for tracing a message back to the edge logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// One SendGrid callback as the worker sees it, whatever shape it arrived in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub origin: Origin,
+    pub kind: Kind,
+    /// When the edge received it (absent in the legacy shapes).
+    pub received_at: Option<DateTime<Utc>>,
+    pub source: Option<Source>,
+    /// Request headers, names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    /// The request body, exact bytes as received (signatures cover these bytes).
+    pub body: Vec<u8>,
+    /// `queue_url` of the legacy shapes, kept for diagnostics.
+    pub queue_url: Option<String>,
+}
+
+impl Envelope {
+    /// First header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An SQS Extended Client pointer: the real body lives in S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Pointer {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// What an SQS message body decodes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Envelope(Envelope),
+    /// Fetch the object, then [`decode`] its contents (which must not be another pointer).
+    Pointer(S3Pointer),
+}

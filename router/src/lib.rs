@@ -1,0 +1,1 @@
+//! mailroom-router: see README.

@@ -1,0 +1,108 @@
+//! IO-free decoders for what SendGrid posts: Event Webhook batches, Inbound Parse
+//! multipart/form-data (parsed and raw mode, raw MIME through mailparse), and the signed Event
+//! Webhook signature check. Pure functions over bytes, so they can be golden-file tested and
+//! fuzzed, and used by both the router (signatures) and the worker (everything).
+//!
+//! CONTRACT (other crates are written against these names; keep them):
+//! - [`Event`], `parse_events(&[u8]) -> Result<Vec<Event>, EventsError>`
+//! - [`InboundEmail`], [`Attachment`], [`InboundMode`],
+//!   `parse_inbound(content_type: &str, body: &[u8]) -> Result<InboundEmail, InboundError>`
+//! - `verify_signature(public_key_b64: &str, signature_b64: &str, timestamp: &str, body: &[u8])
+//!    -> Result<(), SignatureError>`, header name constants [`SIGNATURE_HEADER`], [`TIMESTAMP_HEADER`]
+
+use chrono::{DateTime, Utc};
+
+pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
+pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
+
+/// One Event Webhook event: typed columns for what applications query, plus the whole object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// SendGrid's unique event id; when absent, `"synthetic:"` + hex sha256 of the event's JSON
+    /// text, so storing stays idempotent.
+    pub sg_event_id: String,
+    /// processed, dropped, delivered, deferred, bounce, open, click, spamreport, unsubscribe,
+    /// group_unsubscribe, group_resubscribe, account_status_change, or any future type.
+    pub event: String,
+    pub email: Option<String>,
+    /// `timestamp`, seconds or milliseconds since the epoch.
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub sg_message_id: Option<String>,
+    /// `smtp-id`
+    pub smtp_id: Option<String>,
+    /// `category`: a string or an array in the payload, always a list here.
+    pub categories: Vec<String>,
+    pub reason: Option<String>,
+    pub status: Option<String>,
+    pub response: Option<String>,
+    /// `attempt`, a string in the payload.
+    pub attempt: Option<i32>,
+    /// `type` on bounce events: "bounce" or "blocked".
+    pub bounce_type: Option<String>,
+    pub bounce_classification: Option<String>,
+    pub url: Option<String>,
+    /// `url_offset.index`
+    pub url_offset_index: Option<i32>,
+    pub useragent: Option<String>,
+    pub ip: Option<String>,
+    /// `tls` (0/1 in the payload)
+    pub tls: Option<bool>,
+    pub sg_machine_open: Option<bool>,
+    /// `asm_group_id`
+    pub asm_group_id: Option<i64>,
+    pub marketing_campaign_id: Option<i64>,
+    pub marketing_campaign_name: Option<String>,
+    /// The event object exactly as SendGrid sent it (custom args are flattened into it).
+    pub raw: serde_json::Value,
+}
+
+/// How Inbound Parse posted the email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundMode {
+    /// Default: SendGrid parsed the email into fields and file parts.
+    Parsed,
+    /// "POST the raw, full MIME message": the `email` field.
+    Raw,
+}
+
+/// An attachment or inline part, bytes exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub content_id: Option<String>,
+    /// "attachment" or "inline"
+    pub disposition: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// One inbound email, decoded to UTF-8.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InboundEmail {
+    pub mode: Option<InboundMode>,
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub cc: Option<String>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// The raw header block of the email.
+    pub headers: Option<String>,
+    pub dkim: Option<String>,
+    pub spf: Option<String>,
+    pub sender_ip: Option<String>,
+    pub spam_score: Option<f64>,
+    pub spam_report: Option<String>,
+    /// `envelope` field (JSON: to, from).
+    pub envelope: Option<serde_json::Value>,
+    /// `charsets` field (JSON).
+    pub charsets: Option<serde_json::Value>,
+    /// `content-ids` field (JSON).
+    pub content_ids: Option<serde_json::Value>,
+    /// `attachment-info` field (JSON).
+    pub attachment_info: Option<serde_json::Value>,
+    pub attachments: Vec<Attachment>,
+    /// Raw mode: the full MIME message.
+    pub raw_mime: Option<Vec<u8>>,
+}
