@@ -10,9 +10,44 @@
 //! - [`S3Pointer`] with `to_message_body()`, [`EXTENDED_PAYLOAD_SIZE_ATTRIBUTES`]
 //! - [`ATTR_KIND`], [`ATTR_VERSION`] (SQS message attribute names the router sets)
 //! - [`DecodeError`] (typed, `Display` is the clear reason stored in dead letters)
+//!
+//! # Shapes [`decode`] reads
+//!
+//! 1. **Router envelope v1** (what [`encode`] writes; see the [`router`] module for the format
+//!    and why): `{"mailroom":1,"kind":"events"|"inbound","received_at":RFC3339,
+//!    "source":{"path","stage","request_id"},"headers":[[name,value],...],"content_type":..,
+//!    "body_b64":"..."}`. The body is base64 of the exact bytes received. A `mailroom` value
+//!    other than 1 is refused with `unsupported envelope version N`.
+//! 2. **Legacy mapping templates** ([`legacy`]): `{"queue_url","body-json":<inlined JSON>}`
+//!    (Event Webhook) and `{"queue_url","body-raw":b64,"http-headers":b64 Java map}` (Inbound
+//!    Parse, possibly base64'd twice). Headers are parsed by [`parse_java_map`].
+//! 3. **SQS Extended Client pointer** ([`pointer`]): `["software.amazon.payloadoffloading.
+//!    PayloadS3Pointer",{"s3BucketName":"b","s3Key":"k"}]`, returned as [`Decoded::Pointer`].
+//!
+//! Decoding never panics; inputs are bounded by [`MAX_MESSAGE_BYTES`] and serde_json's
+//! recursion limit.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+mod b64;
+mod error;
+pub mod java_map;
+pub mod legacy;
+pub mod pointer;
+pub mod router;
+
+pub use error::DecodeError;
+pub use java_map::parse_java_map;
+pub use pointer::{LEGACY_POINTER_CLASS, POINTER_CLASS};
+pub use router::encode;
+
+/// Largest SQS body (or fetched S3 object) [`decode`] accepts: SendGrid caps an inbound email at
+/// 30 MB, which is about 54 MB once base64'd twice by a legacy template.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Version of the router envelope this crate writes.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -22,7 +57,8 @@ pub const ATTR_KIND: &str = "mailroom.kind";
 pub const ATTR_VERSION: &str = "mailroom.version";
 /// Message attributes the SQS Extended Client libraries set on a message whose body is an
 /// [`S3Pointer`] (Java v1 used `SQSLargePayloadSize`, later versions `ExtendedPayloadSize`).
-pub const EXTENDED_PAYLOAD_SIZE_ATTRIBUTES: [&str; 2] = ["ExtendedPayloadSize", "SQSLargePayloadSize"];
+pub const EXTENDED_PAYLOAD_SIZE_ATTRIBUTES: [&str; 2] =
+    ["ExtendedPayloadSize", "SQSLargePayloadSize"];
 
 /// Which SendGrid callback a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,4 +134,51 @@ pub enum Decoded {
     Envelope(Envelope),
     /// Fetch the object, then [`decode`] its contents (which must not be another pointer).
     Pointer(S3Pointer),
+}
+
+/// Decodes any SQS message body Mailroom may meet: a router envelope, a legacy mapping-template
+/// object, or an Extended Client pointer (whose object the caller fetches and decodes in turn).
+pub fn decode(sqs_body: &str) -> Result<Decoded, DecodeError> {
+    if sqs_body.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge {
+            len: sqs_body.len(),
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    let text = sqs_body.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
+    match text.as_bytes().first() {
+        Some(b'[') => {
+            if let Some(p) = pointer::decode(text)? {
+                return Ok(Decoded::Pointer(p));
+            }
+            check_json(text)?;
+            Err(DecodeError::Unrecognised)
+        }
+        Some(b'{') => {
+            let fields: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+                Ok(f) => f,
+                Err(e) => return Err(DecodeError::NotJson(e.to_string())),
+            };
+            if let Some(version) = fields.get("mailroom") {
+                router::decode(version, text).map(Decoded::Envelope)
+            } else if let Some(body) = fields.get("body-json") {
+                legacy::decode_json(&fields, body).map(Decoded::Envelope)
+            } else if fields.contains_key("body-raw") {
+                legacy::decode_raw(&fields).map(Decoded::Envelope)
+            } else {
+                Err(DecodeError::Unrecognised)
+            }
+        }
+        _ => {
+            check_json(text)?;
+            Err(DecodeError::Unrecognised)
+        }
+    }
+}
+
+/// `NotJson` with serde_json's reason when `text` is not JSON at all.
+fn check_json(text: &str) -> Result<(), DecodeError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| DecodeError::NotJson(e.to_string()))
 }
