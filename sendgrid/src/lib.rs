@@ -10,7 +10,19 @@
 //! - `verify_signature(public_key_b64: &str, signature_b64: &str, timestamp: &str, body: &[u8])
 //!    -> Result<(), SignatureError>`, header name constants [`SIGNATURE_HEADER`], [`TIMESTAMP_HEADER`]
 
+//!
+//! Modules, one job each: [`events`], [`inbound`] (with `multipart`, `mime`, `charset`),
+//! [`signature`]. Everything is re-exported here.
+
 use chrono::{DateTime, Utc};
+
+pub mod events;
+pub mod inbound;
+pub mod signature;
+
+pub use events::{parse_events, EventsError};
+pub use inbound::{parse_inbound, InboundError};
+pub use signature::{check_timestamp, verify_signature, PublicKey, SignatureError};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
@@ -52,6 +64,10 @@ pub struct Event {
     pub asm_group_id: Option<i64>,
     pub marketing_campaign_id: Option<i64>,
     pub marketing_campaign_name: Option<String>,
+    /// `pool.name` (IP pool) on processed events.
+    pub pool_name: Option<String>,
+    /// `pool.id`, a number or a numeric string in the payload.
+    pub pool_id: Option<i64>,
     /// The event object exactly as SendGrid sent it (custom args are flattened into it).
     pub raw: serde_json::Value,
 }
