@@ -5,7 +5,8 @@
 //!
 //! MIME bombs: mailparse recurses once per nested multipart, and every nesting level needs a
 //! `boundary` parameter, so before parsing we refuse messages naming `boundary` more than
-//! [`MAX_BOUNDARIES`] times (which bounds mailparse's recursion); after parsing we refuse trees
+//! [`MAX_BOUNDARIES`] times (which bounds mailparse's recursion) or with more than
+//! [`MAX_BOUNDARY_LINES`] lines starting with `--` (which bounds its part count); after parsing we refuse trees
 //! deeper than [`MAX_MIME_DEPTH`] or with more than [`MAX_MIME_PARTS`] parts.
 
 use mailparse::{DispositionType, MailHeaderMap, ParsedMail};
@@ -19,6 +20,8 @@ pub const MAX_MIME_DEPTH: usize = 32;
 pub const MAX_MIME_PARTS: usize = 1000;
 /// Most occurrences of the word `boundary` accepted before parsing.
 pub const MAX_BOUNDARIES: usize = 1000;
+/// Most lines starting with `--` accepted before parsing.
+pub const MAX_BOUNDARY_LINES: usize = 4 * MAX_MIME_PARTS;
 
 /// What the raw MIME message holds.
 #[derive(Debug, Default)]
@@ -38,6 +41,16 @@ fn mime_err(e: impl std::fmt::Display) -> InboundError {
     InboundError::Mime(e.to_string())
 }
 
+/// Lines starting with `--`: every MIME part needs one, so this bounds what mailparse allocates.
+fn count_dash_lines(raw: &[u8]) -> usize {
+    usize::from(raw.starts_with(b"--")) + raw.windows(3).filter(|w| w == b"\n--").count()
+}
+
+/// RFC 5322 field names: printable ASCII except `:`.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
 fn count_boundary_words(raw: &[u8]) -> usize {
     const WORD: &[u8] = b"boundary";
     raw.windows(WORD.len())
@@ -52,9 +65,24 @@ pub(crate) fn parse_mime(raw: &[u8]) -> Result<MimeContent, InboundError> {
             "more than {MAX_BOUNDARIES} multipart boundaries"
         )));
     }
+    if count_dash_lines(raw) > MAX_BOUNDARY_LINES {
+        return Err(mime_err(format!(
+            "more than {MAX_BOUNDARY_LINES} boundary lines"
+        )));
+    }
     let (headers, body_offset) = mailparse::parse_headers(raw).map_err(mime_err)?;
     if headers.is_empty() {
         return Err(mime_err("no header block"));
+    }
+    if let Some(bad) = headers
+        .iter()
+        .map(|h| h.get_key())
+        .find(|k| !is_header_name(k))
+    {
+        return Err(mime_err(format!(
+            "invalid header name {:?}",
+            bad.chars().take(40).collect::<String>()
+        )));
     }
     let mail = mailparse::parse_mail(raw).map_err(mime_err)?;
     let header_block = raw.get(..body_offset.min(raw.len())).unwrap_or_default();
@@ -92,7 +120,7 @@ fn walk(
         )));
     }
     let mimetype = part.ctype.mimetype.to_ascii_lowercase();
-    if mimetype.starts_with("multipart/") && !part.subparts.is_empty() {
+    if mimetype.starts_with("multipart/") {
         for sub in &part.subparts {
             walk(sub, depth + 1, seen, out)?;
         }
