@@ -7,7 +7,8 @@
 //!   cannot be checked on it.
 //! - `{"queue_url": "...", "body-raw": b64(body), "http-headers": b64(Java map)}` for Inbound
 //!   Parse posts. Stages configured with binary media types base64 the body a second time; we
-//!   undo that only when the result is plainly multipart (see [`looks_multipart`]).
+//!   undo that only when the result is plainly multipart (starts with `--` or
+//!   contains `--boundary` from the Content-Type).
 
 use std::collections::BTreeMap;
 

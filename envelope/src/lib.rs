@@ -21,7 +21,7 @@
 //! 2. **Legacy mapping templates** ([`legacy`]): `{"queue_url","body-json":<inlined JSON>}`
 //!    (Event Webhook) and `{"queue_url","body-raw":b64,"http-headers":b64 Java map}` (Inbound
 //!    Parse, possibly base64'd twice). Headers are parsed by [`parse_java_map`].
-//! 3. **SQS Extended Client pointer** ([`pointer`]): `["software.amazon.payloadoffloading.
+//! 3. **SQS Extended Client pointer** ([`mod@pointer`]): `["software.amazon.payloadoffloading.
 //!    PayloadS3Pointer",{"s3BucketName":"b","s3Key":"k"}]`, returned as [`Decoded::Pointer`].
 //!
 //! Decoding never panics; inputs are bounded by [`MAX_MESSAGE_BYTES`] and serde_json's

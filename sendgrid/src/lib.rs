@@ -9,7 +9,10 @@
 //!   `parse_inbound(content_type: &str, body: &[u8]) -> Result<InboundEmail, InboundError>`
 //! - `verify_signature(public_key_b64: &str, signature_b64: &str, timestamp: &str, body: &[u8])
 //!    -> Result<(), SignatureError>`, header name constants [`SIGNATURE_HEADER`], [`TIMESTAMP_HEADER`]
-
+//!
+//! Added beside the contract: [`PublicKey`] (parse once, verify many), [`check_timestamp`]
+//! (replay window), the typed errors [`EventsError`], [`InboundError`], [`SignatureError`], and
+//! `Event::pool_name` / `Event::pool_id`.
 //!
 //! Modules, one job each: [`events`], [`inbound`] (with `multipart`, `mime`, `charset`),
 //! [`signature`]. Everything is re-exported here.

@@ -2,7 +2,7 @@
 //! fields and file parts) or raw mode (the whole MIME message in the `email` field).
 //!
 //! - [`multipart`] splits the form (multer, in memory).
-//! - [`charset`] decodes parsed-mode text fields by the `charsets` field.
+//! - `charset` decodes parsed-mode text fields by the `charsets` field.
 //! - [`mime`] reads raw-mode MIME (mailparse), bounded against MIME bombs.
 //!
 //! In raw mode SendGrid still sends its own `to`, `from`, `subject`, ... fields; those win, and
