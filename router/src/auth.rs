@@ -1,0 +1,152 @@
+//! Who may post: SendGrid's signed-webhook scheme (Event Webhook, and Inbound Parse when a key
+//! is configured) and HTTP basic auth for Inbound Parse.
+//!
+//! A request that fails here is answered 401/403 and never reaches SQS. SendGrid retries 4xx
+//! too, but a forged or replayed post should not be queued for the worker to trust.
+
+use base64::Engine;
+use mailroom_sendgrid::{PublicKey, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use subtle::ConstantTimeEq;
+
+use crate::config::BasicAuth;
+use crate::request::CallbackRequest;
+
+/// How far in the future a signature timestamp may be (clock skew between SendGrid and us).
+pub const MAX_FUTURE_SKEW_SECS: i64 = 60;
+
+/// Why a request was refused; the `Display` is the reason in the 401/403 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("timestamp outside the accepted window (replay?)")]
+    StaleTimestamp,
+    #[error("basic auth credentials required")]
+    BasicAuthRequired,
+    #[error("basic auth credentials rejected")]
+    BasicAuthRejected,
+}
+
+impl AuthError {
+    /// 401 for basic auth (so the client knows to send credentials), 403 for the rest.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            AuthError::BasicAuthRequired | AuthError::BasicAuthRejected => {
+                http::StatusCode::UNAUTHORIZED
+            }
+            _ => http::StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// Checks SendGrid's signature headers over the exact body, then the timestamp's age
+/// (`max_age_secs == 0` disables the age check).
+pub fn check_signature(
+    key: &PublicKey,
+    request: &CallbackRequest,
+    now_unix: i64,
+    max_age_secs: u64,
+) -> Result<(), AuthError> {
+    let signature = request
+        .header(SIGNATURE_HEADER)
+        .ok_or(AuthError::MissingHeader(SIGNATURE_HEADER))?;
+    let timestamp = request
+        .header(TIMESTAMP_HEADER)
+        .ok_or(AuthError::MissingHeader(TIMESTAMP_HEADER))?;
+    key.verify(signature, timestamp, &request.body)
+        .map_err(|_| AuthError::BadSignature)?;
+    if max_age_secs > 0 {
+        let window = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+        mailroom_sendgrid::check_timestamp(timestamp, now_unix, window)
+            .map_err(|_| AuthError::StaleTimestamp)?;
+        // That window is symmetric; a timestamp from the future only needs to cover clock skew
+        // between SendGrid and us, so it gets much less room than an old one.
+        let ts: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| AuthError::StaleTimestamp)?;
+        if ts > now_unix.saturating_add(window.min(MAX_FUTURE_SKEW_SECS)) {
+            return Err(AuthError::StaleTimestamp);
+        }
+    }
+    Ok(())
+}
+
+/// Checks an `Authorization: Basic ...` header against the expected credentials, comparing in
+/// constant time so the password can't be guessed byte by byte from response timings.
+pub fn check_basic_auth(expected: &BasicAuth, request: &CallbackRequest) -> Result<(), AuthError> {
+    let header = request
+        .header("authorization")
+        .ok_or(AuthError::BasicAuthRequired)?;
+    let (scheme, encoded) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(AuthError::BasicAuthRejected)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(AuthError::BasicAuthRequired);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| AuthError::BasicAuthRejected)?;
+    let (user, password) = match decoded.iter().position(|b| *b == b':') {
+        Some(i) => (&decoded[..i], &decoded[i + 1..]),
+        None => return Err(AuthError::BasicAuthRejected),
+    };
+    // Evaluate both comparisons before combining, so a wrong user costs the same as a wrong
+    // password.
+    let user_ok = user.ct_eq(expected.user.as_bytes());
+    let password_ok = password.ct_eq(expected.password.as_bytes());
+    if bool::from(user_ok & password_ok) {
+        Ok(())
+    } else {
+        Err(AuthError::BasicAuthRejected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn with_auth(value: &str) -> CallbackRequest {
+        CallbackRequest::new(Method::POST, "/sendgrid/inbound", "")
+            .with_header("Authorization", value)
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {token}")
+    }
+
+    #[test]
+    fn basic_auth() {
+        let expected = BasicAuth::parse("sendgrid:s3cr:et").expect("valid");
+        assert_eq!(
+            check_basic_auth(&expected, &with_auth(&basic("sendgrid", "s3cr:et"))),
+            Ok(())
+        );
+        assert_eq!(
+            check_basic_auth(&expected, &with_auth(&basic("sendgrid", "s3cr"))),
+            Err(AuthError::BasicAuthRejected)
+        );
+        assert_eq!(
+            check_basic_auth(&expected, &with_auth(&basic("other", "s3cr:et"))),
+            Err(AuthError::BasicAuthRejected)
+        );
+        assert_eq!(
+            check_basic_auth(&expected, &with_auth("Basic !!!")),
+            Err(AuthError::BasicAuthRejected)
+        );
+        assert_eq!(
+            check_basic_auth(&expected, &with_auth("Bearer abc")),
+            Err(AuthError::BasicAuthRequired)
+        );
+        let none = CallbackRequest::new(Method::POST, "/sendgrid/inbound", "");
+        assert_eq!(
+            check_basic_auth(&expected, &none),
+            Err(AuthError::BasicAuthRequired)
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The `mailroom-router` binary (named `bootstrap` in a Lambda package): runs the router in AWS
+//! Lambda when `AWS_LAMBDA_RUNTIME_API` is set, or as a local HTTP server with `serve`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mailroom_router::{App, AwsSink, Config};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Puts SendGrid callbacks on SQS (AWS Lambda or local HTTP server)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the router over plain HTTP (development, demos, end-to-end tests).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "MAILROOM_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run as an AWS Lambda function (the default when AWS_LAMBDA_RUNTIME_API is set).
+    Lambda,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    init_tracing(in_lambda);
+    let config = Config::from_env().context("invalid configuration")?;
+    if config.events_queue_url.is_none() || config.inbound_queue_url.is_none() {
+        tracing::warn!(
+            "MAILROOM_EVENTS_QUEUE_URL or MAILROOM_INBOUND_QUEUE_URL is not set: requests for \
+             that kind fail with 500 unless a stage variable names the queue"
+        );
+    }
+    let sink = AwsSink::from_env().await;
+    let app = Arc::new(App::new(config, sink));
+    match cli.command {
+        Some(Command::Serve { listen }) => serve(app, listen).await,
+        Some(Command::Lambda) => lambda(app).await,
+        None if in_lambda => lambda(app).await,
+        None => anyhow::bail!(
+            "AWS_LAMBDA_RUNTIME_API is not set: run `mailroom-router serve --listen ADDR` \
+             for a local server (see --help)"
+        ),
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        // CloudWatch adds its own timestamps; one JSON object per line is what Logs Insights reads.
+        builder
+            .json()
+            .without_time()
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(app: Arc<App<AwsSink>>, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, "mailroom-router serving");
+    mailroom_router::serve::serve(app, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+async fn lambda(app: Arc<App<AwsSink>>) -> anyhow::Result<()> {
+    let handler = lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Box<serde_json::value::RawValue>>| {
+            let app = Arc::clone(&app);
+            async move {
+                mailroom_router::lambda::handle_event(
+                    &app,
+                    &event.payload,
+                    &event.context.request_id,
+                )
+                .await
+            }
+        },
+    );
+    lambda_runtime::run(handler)
+        .await
+        .map_err(|e| anyhow::anyhow!("lambda runtime failed: {e}"))
+}
