@@ -100,3 +100,86 @@ pub fn fixture(name: &str) -> Vec<u8> {
 pub fn fixture_str(name: &str) -> String {
     String::from_utf8(fixture(name)).expect("fixture is UTF-8")
 }
+
+/// A running `serve` on a loopback port; stops when dropped.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub async fn start<S: Sink + 'static>(app: mailroom_router::App<S>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(mailroom_router::serve::serve(
+            std::sync::Arc::new(app),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting and waits for in-flight requests.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// POSTs `body` with `headers`; returns the status and response body.
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+        self.request(http::Method::POST, path, headers, body).await
+    }
+
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<Bytes>>();
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .expect("request");
+        let response = client.request(request).await.expect("HTTP round trip");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("response body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
