@@ -5,6 +5,8 @@
 //! code. S3 emulators generally don't do virtual-hosted buckets, hence path-style addressing
 //! whenever an endpoint is overridden.
 
+use std::time::Duration;
+
 use aws_sdk_sqs::types::MessageAttributeValue;
 use bytes::Bytes;
 
@@ -18,9 +20,17 @@ pub struct AwsSink {
 }
 
 impl AwsSink {
-    /// Builds clients from the standard AWS environment (region, credentials, endpoints).
+    /// Builds clients from the standard AWS environment (region, credentials, endpoints), with
+    /// timeouts that leave room for a 503 inside API Gateway's 29-30 s integration timeout
+    /// (a request that times out at the gateway is a 504 SendGrid retries too, but without
+    /// our log line).
     pub async fn from_env() -> Self {
-        let shared = aws_config::load_from_env().await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(8))
+            .operation_timeout(Duration::from_secs(20))
+            .build();
+        let shared = aws_config::from_env().timeout_config(timeouts).load().await;
         Self::from_sdk_config(&shared)
     }
 
