@@ -55,16 +55,26 @@ pub struct Retry {
 impl Outcome {
     /// A retry that counts towards the queue's retry limit.
     pub fn retry(reason: impl Into<String>) -> Self {
-        Outcome::Retry(Retry { reason: reason.into(), after: None, transient: false })
+        Outcome::Retry(Retry {
+            reason: reason.into(),
+            after: None,
+            transient: false,
+        })
     }
 
     /// A retry caused by infrastructure, not by the message.
     pub fn transient(reason: impl Into<String>) -> Self {
-        Outcome::Retry(Retry { reason: reason.into(), after: None, transient: true })
+        Outcome::Retry(Retry {
+            reason: reason.into(),
+            after: None,
+            transient: true,
+        })
     }
 
     pub fn dead_letter(reason: impl Into<String>) -> Self {
-        Outcome::DeadLetter { reason: reason.into() }
+        Outcome::DeadLetter {
+            reason: reason.into(),
+        }
     }
 }
 

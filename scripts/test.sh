@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs (pinned), starts Postgres
+# and SQS-compatible servers on loopback, runs fmt, clippy, every test (rustack for the suite,
+# LocalStack for the SQS behaviours rustack lacks, the conformance check over
+# ../shared/conformance when present), and stops what it started.
+#
+#   scripts/test.sh            # everything
+#   MAILROOM_SKIP_LOCALSTACK=1 scripts/test.sh   # skip the LocalStack-only tests (faster)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+trap stop_started EXIT
+
+step() { log "== $*"; }
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "services"
+ensure_postgres
+start_rustack
+
+step "tests (rustack at $AWS_ENDPOINT_URL, Postgres at $DATABASE_URL)"
+cargo test --workspace --quiet 2>&1 | tee "$STACK_DIR/test-output.log"
+
+CONFORMANCE="${MAILROOM_CONFORMANCE_DIR:-$ROOT/../shared/conformance}"
+if [ -d "$CONFORMANCE" ]; then
+  step "conformance over $CONFORMANCE"
+  export MAILROOM_CONFORMANCE_DIR="$(cd "$CONFORMANCE" && pwd)"
+  cargo test --workspace --quiet --test conformance -- --ignored
+else
+  log "no ../shared/conformance here: conformance check not run"
+fi
+
+if [ -z "${MAILROOM_SKIP_LOCALSTACK:-}" ]; then
+  step "LocalStack-only SQS behaviours"
+  start_localstack
+  cargo test --quiet --test localstack -- --ignored
+fi
+log "all green"

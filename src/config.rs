@@ -1,0 +1,460 @@
+//! The worker's configuration: one TOML file, every key documented in
+//! `config/mailroom.example.toml`, unknown keys rejected (a typo must not silently fall back to a
+//! default), units in key names. Secrets and URLs can come from the environment instead, so the
+//! file can be committed to a deploy repo.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Longest long poll SQS allows.
+pub const MAX_WAIT_TIME_SECS: u32 = 20;
+/// Most messages one ReceiveMessage returns.
+pub const MAX_BATCH_SIZE: u32 = 10;
+/// Longest visibility timeout SQS allows (12 hours).
+pub const MAX_VISIBILITY_TIMEOUT_SECS: u32 = 43_200;
+
+/// Environment variables that override the file.
+pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
+pub const ENV_SQS_ENDPOINT_URL: &str = "MAILROOM_SQS_ENDPOINT_URL";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub sqs: SqsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub sendgrid: SendgridConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(rename = "queue", default)]
+    pub queues: Vec<QueueConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Most messages in flight across all queues in this process.
+    pub total_concurrency: u32,
+    /// How long SIGTERM waits for running handlers before releasing their messages.
+    pub shutdown_timeout_secs: u64,
+    /// How queues share `total_concurrency`: "weighted" or "strict_priority".
+    pub scheduling: Scheduling,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            total_concurrency: 64,
+            shutdown_timeout_secs: 25,
+            scheduling: Scheduling::Weighted,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduling {
+    /// Each queue gets a share of the total by weight, and may use idle capacity.
+    Weighted,
+    /// A queue receives only while every queue of higher priority came back empty.
+    StrictPriority,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqsConfig {
+    /// AWS region; when absent, the standard AWS chain (AWS_REGION, profile) decides.
+    pub region: Option<String>,
+    /// Endpoint override (an SQS-compatible server); env MAILROOM_SQS_ENDPOINT_URL or
+    /// AWS_ENDPOINT_URL also work.
+    pub endpoint_url: Option<String>,
+    /// Deletes and visibility changes are coalesced into batch calls: flushed at 10 entries or
+    /// after this long.
+    pub ack_flush_interval_ms: Option<u64>,
+}
+
+impl SqsConfig {
+    pub fn ack_flush_interval(&self) -> Duration {
+        Duration::from_millis(self.ack_flush_interval_ms.unwrap_or(5))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Postgres URL; env DATABASE_URL overrides it.
+    pub database_url: Option<String>,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendgridConfig {
+    /// When set (base64 DER SubjectPublicKeyInfo), Event Webhook batches whose envelope carries a
+    /// bad signature are dead-lettered. The router verifies at the edge; this is a second check.
+    pub verification_public_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address for /metrics, /health and /ready, e.g. "127.0.0.1:9090". Off when absent.
+    pub listen: Option<String>,
+    /// Log format: "auto" (human on a terminal, JSON otherwise), "human" or "json".
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// A label used in logs and metrics, and the name of the queue when `url` is absent.
+    pub name: String,
+    /// Full queue URL; when absent the URL is looked up by `name` at start.
+    pub url: Option<String>,
+    /// Registered handler that processes this queue's messages, e.g. "sendgrid".
+    pub handler: String,
+    /// Most messages of this queue in flight at once (defaults to its weighted share).
+    pub concurrency: Option<u32>,
+    /// Share of `total_concurrency` under weighted scheduling.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Higher receives first under strict_priority scheduling.
+    #[serde(default)]
+    pub priority: i32,
+    /// Long-poll wait, 0-20 s.
+    #[serde(default = "default_wait")]
+    pub wait_time_secs: u32,
+    /// Messages per ReceiveMessage, 1-10.
+    #[serde(default = "default_batch")]
+    pub batch_size: u32,
+    /// Visibility timeout requested on receive.
+    #[serde(default = "default_visibility")]
+    pub visibility_timeout_secs: u32,
+    /// Delay before attempt n+1 after a failed attempt n; after the last one the message is
+    /// dead-lettered (see `dead_letter`).
+    #[serde(default = "default_retry_intervals")]
+    pub retry_intervals_secs: Vec<u32>,
+    /// While a handler runs, its message's visibility is extended every this many seconds.
+    /// 0 disables the heartbeat.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u32,
+    /// Gather messages from several receives for up to this long into one handler batch.
+    #[serde(default)]
+    pub batch_window_ms: u64,
+    /// Most messages in one handler batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_messages: u32,
+    /// Where exhausted messages go: "table" (the store's dead-letter table, then deleted) or
+    /// "sqs" (left to the queue's redrive policy).
+    #[serde(default)]
+    pub dead_letter: DeadLetterMode,
+    /// Concurrent long polls for this queue; by default enough to keep its handlers busy.
+    pub receive_loops: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterMode {
+    #[default]
+    Table,
+    Sqs,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+fn default_wait() -> u32 {
+    MAX_WAIT_TIME_SECS
+}
+fn default_batch() -> u32 {
+    MAX_BATCH_SIZE
+}
+fn default_visibility() -> u32 {
+    60
+}
+fn default_retry_intervals() -> Vec<u32> {
+    vec![10, 60, 300, 900]
+}
+fn default_heartbeat() -> u32 {
+    20
+}
+fn default_max_batch() -> u32 {
+    50
+}
+
+/// Everything wrong with a config, each with the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("config is not valid:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse, apply environment overrides, validate.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = var(ENV_DATABASE_URL).filter(|v| !v.is_empty()) {
+            self.store.database_url = Some(url);
+        }
+        if let Some(url) = var(ENV_SQS_ENDPOINT_URL).filter(|v| !v.is_empty()) {
+            self.sqs.endpoint_url = Some(url);
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.queues.is_empty() {
+            problems.push("no [[queue]] configured: there is nothing to consume".to_string());
+        }
+        if self.worker.total_concurrency == 0 {
+            problems.push("worker.total_concurrency must be at least 1".into());
+        }
+        if self.store.database_url.is_none() {
+            problems
+                .push("store.database_url is not set (set it or the DATABASE_URL env var)".into());
+        }
+        if self.store.max_connections == 0 {
+            problems.push("store.max_connections must be at least 1".into());
+        }
+        let mut names = HashSet::new();
+        for q in &self.queues {
+            let at = format!("queue \"{}\"", q.name);
+            if q.name.trim().is_empty() {
+                problems.push("a [[queue]] has an empty name".into());
+            }
+            if !names.insert(q.name.as_str()) {
+                problems.push(format!("{at} is configured twice"));
+            }
+            if q.wait_time_secs > MAX_WAIT_TIME_SECS {
+                problems.push(format!(
+                    "{at}: wait_time_secs must be 0-{MAX_WAIT_TIME_SECS}"
+                ));
+            }
+            if !(1..=MAX_BATCH_SIZE).contains(&q.batch_size) {
+                problems.push(format!("{at}: batch_size must be 1-{MAX_BATCH_SIZE}"));
+            }
+            if q.visibility_timeout_secs == 0
+                || q.visibility_timeout_secs > MAX_VISIBILITY_TIMEOUT_SECS
+            {
+                problems.push(format!(
+                    "{at}: visibility_timeout_secs must be 1-{MAX_VISIBILITY_TIMEOUT_SECS}"
+                ));
+            }
+            if q.heartbeat_secs != 0 && q.heartbeat_secs >= q.visibility_timeout_secs {
+                problems.push(format!(
+                    "{at}: heartbeat_secs ({}) must be below visibility_timeout_secs ({}) or 0",
+                    q.heartbeat_secs, q.visibility_timeout_secs
+                ));
+            }
+            if q.retry_intervals_secs
+                .iter()
+                .any(|&s| s > MAX_VISIBILITY_TIMEOUT_SECS)
+            {
+                problems.push(format!("{at}: retry_intervals_secs entries must be at most {MAX_VISIBILITY_TIMEOUT_SECS}"));
+            }
+            if q.concurrency == Some(0) {
+                problems.push(format!("{at}: concurrency must be at least 1"));
+            }
+            if q.weight == 0 {
+                problems.push(format!("{at}: weight must be at least 1"));
+            }
+            if q.max_batch_messages == 0 {
+                problems.push(format!("{at}: max_batch_messages must be at least 1"));
+            }
+            if q.receive_loops == Some(0) {
+                problems.push(format!("{at}: receive_loops must be at least 1"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.worker.shutdown_timeout_secs)
+    }
+
+    /// Each queue's concurrency: its own setting, or its weighted share of the total (at least 1).
+    pub fn queue_concurrency(&self, queue: &QueueConfig) -> u32 {
+        if let Some(c) = queue.concurrency {
+            return c.min(self.worker.total_concurrency);
+        }
+        let total_weight: u64 = self
+            .queues
+            .iter()
+            .map(|q| u64::from(q.weight))
+            .sum::<u64>()
+            .max(1);
+        let share =
+            u64::from(self.worker.total_concurrency) * u64::from(queue.weight) / total_weight;
+        share.clamp(1, u64::from(self.worker.total_concurrency)) as u32
+    }
+}
+
+impl QueueConfig {
+    /// Receive loops: enough concurrent long polls to fill the queue's concurrency, at most 16.
+    pub fn receive_loops(&self, concurrency: u32) -> u32 {
+        self.receive_loops
+            .unwrap_or_else(|| concurrency.div_ceil(self.batch_size).clamp(1, 16))
+    }
+
+    /// Visibility for the next attempt after a failed attempt `receive_count` (1-based), or None
+    /// when the retries are exhausted.
+    pub fn retry_delay(&self, receive_count: u32) -> Option<u32> {
+        let index = receive_count.saturating_sub(1) as usize;
+        self.retry_intervals_secs.get(index).copied()
+    }
+
+    /// The longest retry interval, used for transient faults that must never dead-letter.
+    pub fn longest_retry_secs(&self) -> u32 {
+        self.retry_intervals_secs
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(self.visibility_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [store]
+        database_url = "postgres://localhost/x"
+        [[queue]]
+        name = "events"
+        handler = "sendgrid"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        c.validate().unwrap();
+        let q = &c.queues[0];
+        assert_eq!(q.wait_time_secs, 20);
+        assert_eq!(q.batch_size, 10);
+        assert_eq!(c.queue_concurrency(q), 64);
+        assert_eq!(q.receive_loops(64), 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let text = format!("{MINIMAL}\nvisiblity_timeout_secs = 30\n");
+        let err = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("visiblity_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [store]
+            database_url = "postgres://localhost/x"
+            [[queue]]
+            name = "a"
+            handler = "sendgrid"
+            batch_size = 11
+            wait_time_secs = 21
+            visibility_timeout_secs = 10
+            heartbeat_secs = 10
+        "#;
+        let c: Config = toml::from_str(text).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("batch_size must be 1-10"), "{err}");
+        assert!(err.contains("wait_time_secs must be 0-20"), "{err}");
+        assert!(err.contains("heartbeat_secs (10) must be below"), "{err}");
+    }
+
+    #[test]
+    fn weights_split_the_total() {
+        let text = r#"
+            [worker]
+            total_concurrency = 30
+            [store]
+            database_url = "postgres://localhost/x"
+            [[queue]]
+            name = "events"
+            handler = "sendgrid"
+            weight = 2
+            [[queue]]
+            name = "inbound"
+            handler = "sendgrid"
+        "#;
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.queue_concurrency(&c.queues[0]), 20);
+        assert_eq!(c.queue_concurrency(&c.queues[1]), 10);
+    }
+
+    #[test]
+    fn retry_delay_follows_receive_count_then_runs_out() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        let q = &c.queues[0];
+        assert_eq!(q.retry_delay(1), Some(10));
+        assert_eq!(q.retry_delay(4), Some(900));
+        assert_eq!(q.retry_delay(5), None);
+    }
+
+    #[test]
+    fn env_overrides_database_url() {
+        let mut c: Config = toml::from_str(MINIMAL).unwrap();
+        c.apply_env(|k| (k == ENV_DATABASE_URL).then(|| "postgres://env/db".to_string()));
+        assert_eq!(c.store.database_url.as_deref(), Some("postgres://env/db"));
+    }
+}
+
+#[cfg(test)]
+mod example_config {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_config_is_valid() {
+        let text = include_str!("../config/mailroom.example.toml");
+        let mut config: Config = toml::from_str(text).expect("example parses");
+        config.store.database_url = Some("postgres://x".into());
+        config.validate().expect("example validates");
+        assert_eq!(config.queues.len(), 2);
+    }
+}

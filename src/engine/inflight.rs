@@ -1,0 +1,121 @@
+//! Every message this process has received and not yet acked, with the concurrency permits it
+//! holds. It is the single source of truth for three jobs: backpressure (a permit is released
+//! only when its message leaves the registry), the heartbeat (extend what is still here), and
+//! shutdown (whatever is still here when the drain ends is released with visibility 0).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::acker::{Acker, QueueRef};
+
+/// Permits for one message: its queue's and the process-wide one.
+pub struct Permits {
+    pub _queue: OwnedSemaphorePermit,
+    pub _global: OwnedSemaphorePermit,
+}
+
+struct Entry {
+    queue: QueueRef,
+    receipt_handle: String,
+    visibility_timeout_secs: u32,
+    heartbeat: Option<Duration>,
+    last_extended: Instant,
+    _permits: Permits,
+}
+
+/// Token naming one received message in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(u64);
+
+#[derive(Clone, Default)]
+pub struct InFlight {
+    entries: Arc<Mutex<HashMap<Token, Entry>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl InFlight {
+    pub fn insert(
+        &self,
+        queue: QueueRef,
+        receipt_handle: String,
+        visibility_timeout_secs: u32,
+        heartbeat_secs: u32,
+        permits: Permits,
+    ) -> Token {
+        let token = Token(self.next.fetch_add(1, Ordering::Relaxed));
+        let heartbeat =
+            (heartbeat_secs > 0).then(|| Duration::from_secs(u64::from(heartbeat_secs)));
+        let entry = Entry {
+            queue,
+            receipt_handle,
+            visibility_timeout_secs,
+            heartbeat,
+            last_extended: Instant::now(),
+            _permits: permits,
+        };
+        self.lock().insert(token, entry);
+        token
+    }
+
+    /// The message's ack was handed to the acker: forget it (no more heartbeats, not released
+    /// on shutdown) and return its permits, to be dropped once SQS confirmed the ack, so SQS
+    /// never counts more messages in flight than the configured concurrency.
+    pub fn take(&self, token: Token) -> Option<Permits> {
+        self.lock().remove(&token).map(|e| e._permits)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn count_for(&self, queue: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| &*e.queue.name == queue)
+            .count()
+    }
+
+    /// Extend the visibility of every message whose heartbeat period has passed.
+    pub fn beat(&self, acker: &Acker) -> usize {
+        let now = Instant::now();
+        let mut extended = 0;
+        for entry in self.lock().values_mut() {
+            if let Some(period) = entry.heartbeat {
+                if now.duration_since(entry.last_extended) >= period {
+                    entry.last_extended = now;
+                    drop(acker.change_visibility(
+                        &entry.queue,
+                        entry.receipt_handle.clone(),
+                        entry.visibility_timeout_secs,
+                    ));
+                    extended += 1;
+                }
+            }
+        }
+        extended
+    }
+
+    /// Make every message still here visible again at once, and forget them.
+    pub fn release_all(&self, acker: &Acker) -> usize {
+        let drained: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
+        for entry in &drained {
+            drop(acker.change_visibility(&entry.queue, entry.receipt_handle.clone(), 0));
+        }
+        drained.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Token, Entry>> {
+        // A panic while holding this lock cannot leave the map half-updated (single inserts and
+        // removes), so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,312 @@
+//! One batch of received messages, start to finish: decode (fetching offloaded bodies), run the
+//! handler, and turn each outcome into an ack: delete, a visibility change for the retry, or a
+//! dead letter kept in the store and then deleted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use mailroom_envelope::{decode, Decoded, S3Pointer};
+
+use crate::config::DeadLetterMode;
+use crate::handler::{DeadLetter, Job, Outcome, Retry};
+use crate::s3::FetchError;
+use crate::sqs::Received;
+
+use tokio::sync::oneshot;
+
+use crate::acker::AckResult;
+
+use super::inflight::{Permits, Token};
+use super::{QueueRuntime, Shared};
+
+/// A received message with its registry token.
+pub struct Delivery {
+    pub message: Received,
+    pub token: Token,
+}
+
+enum Decision {
+    Delete,
+    Visibility(u32),
+    DeadLetter(String),
+}
+
+pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch: Vec<Delivery>) {
+    let mut jobs = Vec::with_capacity(batch.len());
+    let mut job_deliveries = Vec::with_capacity(batch.len());
+    let mut early: Vec<(Delivery, Option<S3Pointer>, Outcome)> = Vec::new();
+    for delivery in batch {
+        match open(&shared, &delivery.message).await {
+            Ok((envelope, pointer)) => {
+                jobs.push(Job {
+                    message_id: delivery.message.message_id.clone(),
+                    queue: queue.queue.name.to_string(),
+                    receive_count: delivery.message.receive_count,
+                    sent_at: delivery.message.sent_at,
+                    attributes: delivery.message.attributes.clone(),
+                    envelope,
+                });
+                job_deliveries.push((delivery, pointer));
+            }
+            Err(outcome) => early.push((delivery, None, outcome)),
+        }
+    }
+
+    let outcomes = if jobs.is_empty() {
+        Vec::new()
+    } else {
+        run_handler(&queue, &jobs).await
+    };
+
+    let mut results = early;
+    results.extend(
+        job_deliveries
+            .into_iter()
+            .zip(outcomes)
+            .map(|((d, p), o)| (d, p, o)),
+    );
+
+    let mut settle = Settle::default();
+    let mut letters = Vec::new();
+    for (delivery, pointer, outcome) in results {
+        let label = outcome_label(&outcome);
+        metrics::counter!("mailroom_messages_handled_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string(), "outcome" => label).increment(1);
+        match decide(&queue, &delivery.message, outcome) {
+            Decision::Delete => delete(&queue, &shared, &mut settle, delivery, pointer),
+            Decision::Visibility(secs) => {
+                metrics::counter!("mailroom_messages_retried_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
+                let receipt = delivery.message.receipt_handle.clone();
+                let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
+                settle.add(shared.inflight.take(delivery.token), confirmed, None);
+            }
+            Decision::DeadLetter(reason) => letters.push((delivery, pointer, reason)),
+        }
+    }
+    if !letters.is_empty() {
+        keep_dead_letters(&queue, &shared, &mut settle, letters).await;
+    }
+    settle.spawn(shared);
+}
+
+/// Acks handed to the acker, with the permits their messages hold and the S3 bodies to remove:
+/// one task per batch waits for SQS's answers, then releases the permits and removes bodies of
+/// deleted messages.
+#[derive(Default)]
+struct Settle {
+    waiting: Vec<(
+        Option<Permits>,
+        oneshot::Receiver<AckResult>,
+        Option<S3Pointer>,
+    )>,
+}
+
+impl Settle {
+    fn add(
+        &mut self,
+        permits: Option<Permits>,
+        confirmed: oneshot::Receiver<AckResult>,
+        remove: Option<S3Pointer>,
+    ) {
+        self.waiting.push((permits, confirmed, remove));
+    }
+
+    fn spawn(self, shared: Arc<Shared>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for (permits, confirmed, remove) in self.waiting {
+                let deleted = matches!(confirmed.await, Ok(Ok(())));
+                drop(permits);
+                if let (true, Some(pointer)) = (deleted, remove) {
+                    shared.bodies.remove(&pointer).await;
+                }
+            }
+        });
+    }
+}
+
+/// Decode the message, fetching an offloaded body. An error is the outcome to apply instead.
+async fn open(
+    shared: &Shared,
+    message: &Received,
+) -> Result<(mailroom_envelope::Envelope, Option<S3Pointer>), Outcome> {
+    let decoded =
+        decode(&message.body).map_err(|e| Outcome::dead_letter(format!("envelope: {e}")))?;
+    match decoded {
+        Decoded::Envelope(envelope) => Ok((envelope, None)),
+        Decoded::Pointer(pointer) => {
+            let text = shared.bodies.fetch(&pointer).await.map_err(|e| match e {
+                FetchError::Unavailable { .. } => Outcome::transient(e.to_string()),
+                FetchError::Missing { .. } | FetchError::NotText { .. } => {
+                    Outcome::dead_letter(e.to_string())
+                }
+            })?;
+            match decode(&text) {
+                Ok(Decoded::Envelope(envelope)) => Ok((envelope, Some(pointer))),
+                Ok(Decoded::Pointer(_)) => Err(Outcome::dead_letter(format!(
+                    "S3 object s3://{}/{} holds another S3 pointer",
+                    pointer.bucket, pointer.key
+                ))),
+                Err(e) => Err(Outcome::dead_letter(format!(
+                    "envelope in s3://{}/{}: {e}",
+                    pointer.bucket, pointer.key
+                ))),
+            }
+        }
+    }
+}
+
+/// Run the handler, turning a panic or a wrong number of outcomes into retries.
+async fn run_handler(queue: &QueueRuntime, jobs: &[Job]) -> Vec<Outcome> {
+    let started = Instant::now();
+    let result = std::panic::AssertUnwindSafe(queue.handler.handle_batch(jobs))
+        .catch_unwind()
+        .await;
+    metrics::histogram!("mailroom_handler_duration_seconds", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string())
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcomes) if outcomes.len() == jobs.len() => outcomes,
+        Ok(outcomes) => {
+            let reason = format!(
+                "handler {} returned {} outcomes for {} messages",
+                queue.handler_name,
+                outcomes.len(),
+                jobs.len()
+            );
+            tracing::error!(queue = %queue.queue.name, handler = %queue.handler_name, "{reason}");
+            vec![Outcome::retry(reason); jobs.len()]
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let reason = format!("handler {} panicked: {what}", queue.handler_name);
+            tracing::error!(queue = %queue.queue.name, handler = %queue.handler_name, messages = jobs.len(), "{reason}");
+            vec![Outcome::retry(reason); jobs.len()]
+        }
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Done => "done",
+        Outcome::Retry(Retry {
+            transient: true, ..
+        }) => "transient",
+        Outcome::Retry(_) => "retry",
+        Outcome::DeadLetter { .. } => "dead_letter",
+    }
+}
+
+/// Turn an outcome into what happens to the SQS message.
+fn decide(queue: &QueueRuntime, message: &Received, outcome: Outcome) -> Decision {
+    let cfg = &queue.config;
+    match outcome {
+        Outcome::Done => Decision::Delete,
+        Outcome::DeadLetter { reason } => Decision::DeadLetter(reason),
+        Outcome::Retry(retry) => {
+            let log_retry = |secs: u32| {
+                tracing::warn!(
+                    queue = %queue.queue.name,
+                    message_id = %message.message_id,
+                    receive_count = message.receive_count,
+                    handler = %queue.handler_name,
+                    transient = retry.transient,
+                    retry_in_secs = secs,
+                    reason = %retry.reason,
+                    "message will be retried"
+                );
+            };
+            let after = retry.after.map(|d| {
+                d.as_secs()
+                    .min(u64::from(crate::config::MAX_VISIBILITY_TIMEOUT_SECS))
+                    as u32
+            });
+            if retry.transient {
+                let secs = after.unwrap_or_else(|| cfg.longest_retry_secs());
+                log_retry(secs);
+                return Decision::Visibility(secs);
+            }
+            match cfg.retry_delay(message.receive_count) {
+                Some(delay) => {
+                    let secs = after.unwrap_or(delay);
+                    log_retry(secs);
+                    Decision::Visibility(secs)
+                }
+                None if cfg.dead_letter == DeadLetterMode::Table => Decision::DeadLetter(format!(
+                    "gave up after {} attempts: {}",
+                    message.receive_count, retry.reason
+                )),
+                None => {
+                    // Left to the queue's redrive policy (maxReceiveCount moves it to the DLQ).
+                    let secs = cfg.longest_retry_secs();
+                    log_retry(secs);
+                    Decision::Visibility(secs)
+                }
+            }
+        }
+    }
+}
+
+fn delete(
+    queue: &QueueRuntime,
+    shared: &Shared,
+    settle: &mut Settle,
+    delivery: Delivery,
+    pointer: Option<S3Pointer>,
+) {
+    let receipt = delivery.message.receipt_handle.clone();
+    let confirmed = shared.acker.delete(&queue.queue, receipt);
+    settle.add(shared.inflight.take(delivery.token), confirmed, pointer);
+}
+
+async fn keep_dead_letters(
+    queue: &QueueRuntime,
+    shared: &Shared,
+    settle: &mut Settle,
+    letters: Vec<(Delivery, Option<S3Pointer>, String)>,
+) {
+    let records: Vec<DeadLetter> = letters
+        .iter()
+        .map(|(d, _, reason)| DeadLetter {
+            queue: queue.queue.name.to_string(),
+            message_id: d.message.message_id.clone(),
+            body: d.message.body.clone(),
+            attributes: d.message.attributes.clone(),
+            receive_count: d.message.receive_count,
+            handler: Some(queue.handler_name.to_string()),
+            reason: reason.clone(),
+        })
+        .collect();
+    match shared.dead_letters.keep(&records).await {
+        Ok(()) => {
+            for (delivery, pointer, reason) in letters {
+                metrics::counter!("mailroom_messages_dead_lettered_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
+                tracing::warn!(
+                    queue = %queue.queue.name,
+                    message_id = %delivery.message.message_id,
+                    receive_count = delivery.message.receive_count,
+                    handler = %queue.handler_name,
+                    %reason,
+                    "message kept in the dead-letter table"
+                );
+                // The S3 object stays: the dead letter's body is the pointer to it.
+                drop(pointer);
+                delete(queue, shared, settle, delivery, None);
+            }
+        }
+        Err(error) => {
+            let secs = queue.config.longest_retry_secs();
+            tracing::error!(queue = %queue.queue.name, messages = letters.len(), %error, retry_in_secs = secs, "could not keep dead letters; the messages stay in SQS");
+            for (delivery, _, _) in letters {
+                let receipt = delivery.message.receipt_handle.clone();
+                let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
+                settle.add(shared.inflight.take(delivery.token), confirmed, None);
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The `"sendgrid"` handler: decodes Event Webhook batches and Inbound Parse posts and stores
+//! them, a whole SQS batch in one transaction.
+//!
+//! Why it is shaped this way:
+//! - Decoding happens first, per job, with no IO. A body that does not decode (or fails the
+//!   optional signature check) will never decode: it is dead-lettered with a reason that names
+//!   what failed, and does not hold up the rest of the batch.
+//! - Everything that decoded is written in ONE transaction (all events of all jobs in one
+//!   UNNEST statement, each inbound email in its own statements) and committed before any job
+//!   is reported Done, because the engine deletes a message as soon as it sees Done.
+//! - If that transaction fails because of the database (connection, pool, shutdown, privilege,
+//!   disk), every job is retried as transient: the data is fine and must not be dead-lettered.
+//!   If it fails for another reason, one job's data may be to blame, so each job is retried in
+//!   its own transaction: the good ones are stored and Done, a job whose data Postgres rejects
+//!   is dead-lettered, and an unexplained failure gets a counted retry.
+
+use mailroom_envelope::Kind;
+use mailroom_sendgrid::{
+    parse_events, parse_inbound, Event, InboundEmail, PublicKey, SignatureError, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+};
+
+use crate::handler::{BoxFuture, Handler, Job, Outcome};
+use crate::store::{
+    dedup_key, insert_events, insert_inbound, ErrorClass, EventRecord, InboundRecord, Store,
+    StoreError,
+};
+
+/// The registry name of this handler (`handler = "sendgrid"` in a queue's config).
+pub const SENDGRID_HANDLER: &str = "sendgrid";
+
+/// Settings of the `"sendgrid"` handler.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendgridHandlerConfig {
+    /// The Signed Event Webhook verification key (base64 DER public key, as shown in SendGrid's
+    /// settings). When set, every Event Webhook message must carry a valid signature over its
+    /// exact body, or it is dead-lettered. Messages in the legacy `body-json` shape cannot be
+    /// verified (their body was re-serialized by API Gateway), so enable this only once all
+    /// traffic goes through mailroom-router.
+    #[serde(default)]
+    pub event_webhook_public_key: Option<String>,
+}
+
+/// A [`SendgridHandlerConfig`] that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SendgridConfigError {
+    /// Checked at startup: a bad key would otherwise dead-letter every event message.
+    #[error("sendgrid handler: event_webhook_public_key: {0}")]
+    PublicKey(#[source] SignatureError),
+}
+
+/// Stores SendGrid callbacks. See the module docs.
+#[derive(Clone)]
+pub struct SendgridHandler {
+    store: Store,
+    public_key: Option<PublicKey>,
+}
+
+impl std::fmt::Debug for SendgridHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendgridHandler")
+            .field("store", &self.store)
+            .field("verifies_signatures", &self.public_key.is_some())
+            .finish()
+    }
+}
+
+/// A job's body, decoded.
+enum Decoded {
+    Events(Vec<Event>),
+    Inbound {
+        email: Box<InboundEmail>,
+        dedup_key: String,
+    },
+}
+
+impl SendgridHandler {
+    /// Fails only on a public key that does not parse.
+    pub fn new(store: Store, config: SendgridHandlerConfig) -> Result<Self, SendgridConfigError> {
+        let public_key = config
+            .event_webhook_public_key
+            .as_deref()
+            .map(PublicKey::from_base64)
+            .transpose()
+            .map_err(SendgridConfigError::PublicKey)?;
+        Ok(Self { store, public_key })
+    }
+
+    /// Handle one batch: exactly one outcome per job, in order.
+    pub async fn handle(&self, jobs: &[Job]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        let mut decoded: Vec<(usize, Decoded)> = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            match self.decode(job) {
+                Ok(d) => decoded.push((i, d)),
+                Err(reason) => {
+                    tracing::warn!(
+                        queue = %job.queue, message_id = %job.message_id, %reason,
+                        "undecodable SendGrid callback"
+                    );
+                    outcomes[i] = Some(Outcome::dead_letter(reason));
+                }
+            }
+        }
+
+        if !decoded.is_empty() {
+            let all: Vec<(&Job, &Decoded)> = decoded.iter().map(|(i, d)| (&jobs[*i], d)).collect();
+            match self.write(&all).await {
+                Ok(()) => {
+                    for (i, _) in &decoded {
+                        outcomes[*i] = Some(Outcome::Done);
+                    }
+                }
+                Err(e) if e.is_transient() || decoded.len() == 1 => {
+                    tracing::warn!(error = %e, jobs = decoded.len(), "storing a SendGrid batch failed");
+                    for (i, _) in &decoded {
+                        outcomes[*i] = Some(outcome_for(&e));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e, jobs = decoded.len(),
+                        "storing a SendGrid batch failed; retrying each message on its own"
+                    );
+                    for (i, d) in &decoded {
+                        let job = &jobs[*i];
+                        outcomes[*i] = Some(match self.write(&[(job, d)]).await {
+                            Ok(()) => Outcome::Done,
+                            Err(e) => {
+                                tracing::warn!(
+                                    queue = %job.queue, message_id = %job.message_id, error = %e,
+                                    "storing a SendGrid callback failed"
+                                );
+                                outcome_for(&e)
+                            }
+                        });
+                    }
+                }
+            }
+        }
+
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::retry("internal: no outcome")))
+            .collect()
+    }
+
+    /// Decode a job, or say (as a dead-letter reason) why it never will be.
+    fn decode(&self, job: &Job) -> Result<Decoded, String> {
+        let env = &job.envelope;
+        match env.kind {
+            Kind::Events => {
+                if let Some(key) = &self.public_key {
+                    let signature = env.header(SIGNATURE_HEADER).ok_or_else(|| {
+                        format!("event webhook signature: missing {SIGNATURE_HEADER} header")
+                    })?;
+                    let timestamp = env.header(TIMESTAMP_HEADER).ok_or_else(|| {
+                        format!("event webhook signature: missing {TIMESTAMP_HEADER} header")
+                    })?;
+                    key.verify(signature, timestamp, &env.body)
+                        .map_err(|e| format!("event webhook signature: {e}"))?;
+                }
+                parse_events(&env.body)
+                    .map(Decoded::Events)
+                    .map_err(|e| format!("event webhook body: {e}"))
+            }
+            Kind::Inbound => {
+                let content_type = env
+                    .content_type
+                    .as_deref()
+                    .or_else(|| env.header("content-type"))
+                    .ok_or_else(|| {
+                        "inbound parse: no content-type (the multipart boundary is needed)"
+                            .to_string()
+                    })?;
+                let email = parse_inbound(content_type, &env.body)
+                    .map_err(|e| format!("inbound parse: {e}"))?;
+                Ok(Decoded::Inbound {
+                    email: Box::new(email),
+                    dedup_key: dedup_key(&env.body),
+                })
+            }
+        }
+    }
+
+    /// Store decoded jobs in one transaction.
+    async fn write(&self, items: &[(&Job, &Decoded)]) -> Result<(), StoreError> {
+        let mut tx = self
+            .store
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::query("beginning a transaction"))?;
+
+        let events: Vec<EventRecord<'_>> = items
+            .iter()
+            .filter_map(|(job, d)| match d {
+                Decoded::Events(events) => Some(events.iter().map(move |event| EventRecord {
+                    event,
+                    sqs_message_id: &job.message_id,
+                    queue: &job.queue,
+                    received_at: received_at(job),
+                })),
+                Decoded::Inbound { .. } => None,
+            })
+            .flatten()
+            .collect();
+        let inserted = insert_events(&mut *tx, &events).await?;
+
+        let mut emails = 0usize;
+        for (job, d) in items {
+            if let Decoded::Inbound { email, dedup_key } = d {
+                let rec = InboundRecord {
+                    email,
+                    dedup_key,
+                    sqs_message_id: &job.message_id,
+                    queue: &job.queue,
+                    received_at: received_at(job),
+                };
+                if insert_inbound(&mut tx, &rec).await?.is_some() {
+                    emails += 1;
+                }
+            }
+        }
+
+        tx.commit().await.map_err(StoreError::query("committing"))?;
+        tracing::debug!(
+            jobs = items.len(),
+            events = events.len(),
+            new_events = inserted,
+            new_emails = emails,
+            "stored SendGrid callbacks"
+        );
+        Ok(())
+    }
+}
+
+/// When the edge received the request; the SQS send time for legacy shapes that do not say.
+fn received_at(job: &Job) -> Option<chrono::DateTime<chrono::Utc>> {
+    job.envelope.received_at.or(job.sent_at)
+}
+
+/// What a store error means for the job(s) that were being written.
+fn outcome_for(e: &StoreError) -> Outcome {
+    match e.class() {
+        ErrorClass::Transient => Outcome::transient(format!("database unavailable: {e}")),
+        ErrorClass::Data => Outcome::dead_letter(format!("database rejected the data: {e}")),
+        ErrorClass::Other => Outcome::retry(format!("storing failed: {e}")),
+    }
+}
+
+impl Handler for SendgridHandler {
+    fn handle_batch<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(self.handle(jobs))
+    }
+}

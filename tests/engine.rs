@@ -1,0 +1,311 @@
+//! The engine against a real SQS-compatible server (rustack, from scripts/test.sh): delete after
+//! success, retries by receive count, dead-lettering after the last interval, heartbeat,
+//! backpressure, shutdown release, and two workers sharing a queue.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mailroom::handler::Outcome;
+
+#[tokio::test]
+async fn handled_message_is_deleted() {
+    let sqs = sqs().await;
+    let name = unique("handled");
+    let url = create_queue(&sqs, &name).await;
+    send_numbered(&sqs, &url, 3).await;
+    let handler = Recording::done();
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let running = start(config(&name, &url, ""), handler.clone(), dead.clone()).await;
+    eventually(20, "3 messages handled", || handler.seen().len() >= 3).await;
+    let report = running.shutdown().await;
+    assert_eq!(report.released, 0);
+    assert_eq!(
+        depth(&sqs, &url).await,
+        (0, 0),
+        "every handled message is deleted"
+    );
+    assert_eq!(handler.seen().len(), 3, "each handled once");
+    assert!(dead.kept.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn failing_message_returns_after_its_retry_interval_then_is_dead_lettered() {
+    let sqs = sqs().await;
+    let name = unique("retry");
+    let url = create_queue(&sqs, &name).await;
+    send_numbered(&sqs, &url, 1).await;
+    let handler = Recording::new(
+        Arc::new(|_| Outcome::retry("downstream said no")),
+        Duration::ZERO,
+    );
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let started = std::time::Instant::now();
+    let running = start(
+        config(&name, &url, "retry_intervals_secs = [1, 2]"),
+        handler.clone(),
+        dead.clone(),
+    )
+    .await;
+    eventually(30, "dead-lettered", || {
+        !dead.kept.lock().unwrap().is_empty()
+    })
+    .await;
+    let elapsed = started.elapsed();
+    running.shutdown().await;
+
+    let counts: Vec<u32> = handler.seen().iter().map(|(_, c, _)| *c).collect();
+    assert_eq!(
+        counts,
+        vec![1, 2, 3],
+        "receive count rises with each attempt, three attempts in all"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "the retry intervals (1 s, 2 s) were waited: {elapsed:?}"
+    );
+    let kept = dead.kept.lock().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(
+        kept[0]
+            .reason
+            .contains("gave up after 3 attempts: downstream said no"),
+        "{}",
+        kept[0].reason
+    );
+    assert_eq!(kept[0].receive_count, 3);
+    assert!(
+        kept[0].body.contains("\"mailroom\""),
+        "the body is kept whole"
+    );
+    assert_eq!(
+        depth(&sqs, &url).await,
+        (0, 0),
+        "deleted from SQS once kept"
+    );
+}
+
+#[tokio::test]
+async fn dead_letter_outcome_is_kept_then_deleted() {
+    let sqs = sqs().await;
+    let name = unique("dlq");
+    let url = create_queue(&sqs, &name).await;
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body("this is not an envelope")
+        .send()
+        .await
+        .unwrap();
+    let handler = Recording::done();
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let running = start(config(&name, &url, ""), handler.clone(), dead.clone()).await;
+    eventually(20, "dead-lettered", || {
+        !dead.kept.lock().unwrap().is_empty()
+    })
+    .await;
+    running.shutdown().await;
+    assert!(
+        handler.seen().is_empty(),
+        "an undecodable message never reaches the handler"
+    );
+    let kept = dead.kept.lock().unwrap();
+    assert_eq!(kept[0].body, "this is not an envelope");
+    assert!(
+        kept[0].reason.starts_with("envelope: "),
+        "{}",
+        kept[0].reason
+    );
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
+}
+
+#[tokio::test]
+async fn panicking_handler_is_a_retry_not_a_crash() {
+    let sqs = sqs().await;
+    let name = unique("panic");
+    let url = create_queue(&sqs, &name).await;
+    send_numbered(&sqs, &url, 1).await;
+    let handler = Recording::new(
+        Arc::new(|job| {
+            if job.receive_count == 1 {
+                panic!("boom")
+            } else {
+                Outcome::Done
+            }
+        }),
+        Duration::ZERO,
+    );
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let running = start(
+        config(&name, &url, "retry_intervals_secs = [1]"),
+        handler.clone(),
+        dead.clone(),
+    )
+    .await;
+    eventually(20, "handled on the second attempt", || {
+        handler.seen().len() >= 2
+    })
+    .await;
+    running.shutdown().await;
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
+    assert!(dead.kept.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn heartbeat_keeps_a_slow_message_from_being_redelivered() {
+    let sqs = sqs().await;
+    let name = unique("heartbeat");
+    let url = create_queue(&sqs, &name).await;
+    send_numbered(&sqs, &url, 1).await;
+    let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_secs(6));
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let running = start(
+        config(
+            &name,
+            &url,
+            "visibility_timeout_secs = 2\nheartbeat_secs = 1",
+        ),
+        handler.clone(),
+        dead,
+    )
+    .await;
+    eventually(10, "the worker received it", || running.inflight.len() == 1).await;
+    // While the handler runs three visibility timeouts long, nobody else can receive it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut stolen = 0;
+    while tokio::time::Instant::now() < deadline {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        stolen += out.messages.unwrap_or_default().len();
+    }
+    eventually(10, "handled", || !handler.seen().is_empty()).await;
+    running.shutdown().await;
+    assert_eq!(
+        stolen, 0,
+        "the message stayed invisible while its handler ran"
+    );
+    assert_eq!(handler.seen().len(), 1);
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
+}
+
+#[tokio::test]
+async fn in_flight_never_exceeds_the_queue_concurrency() {
+    let sqs = sqs().await;
+    let name = unique("backpressure");
+    let url = create_queue(&sqs, &name).await;
+    send_numbered(&sqs, &url, 30).await;
+    let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_millis(300));
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let running = start(
+        config(&name, &url, "concurrency = 3\nbatch_size = 10"),
+        handler.clone(),
+        dead,
+    )
+    .await;
+    let inflight = running.inflight.clone();
+    let mut max_received = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handler.seen().len() < 30 && tokio::time::Instant::now() < deadline {
+        max_received = max_received.max(inflight.len());
+        // What SQS counts as in flight includes messages received but not yet handled.
+        let (_, not_visible) = depth(&sqs, &url).await;
+        assert!(
+            not_visible <= 3,
+            "SQS saw {not_visible} messages in flight with concurrency 3"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.shutdown().await;
+    assert_eq!(handler.seen().len(), 30);
+    assert!(
+        max_received <= 3,
+        "received-but-unfinished peaked at {max_received}"
+    );
+    assert!(handler.max_running.load(Ordering::SeqCst) <= 3);
+    assert!(
+        handler.max_running.load(Ordering::SeqCst) >= 2,
+        "the concurrency was actually used"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_releases_unfinished_messages_for_another_worker_at_once() {
+    let sqs = sqs().await;
+    let name = unique("release");
+    let url = create_queue(&sqs, &name).await;
+    send_numbered(&sqs, &url, 4).await;
+    // Handlers far slower than the shutdown timeout: they will be abandoned and released.
+    let slow = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_secs(60));
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let cfg = config(
+        &name,
+        &url,
+        "concurrency = 4\nvisibility_timeout_secs = 120",
+    );
+    let mut cfg = cfg;
+    cfg.worker.shutdown_timeout_secs = 1;
+    let running = start(cfg, slow.clone(), dead.clone()).await;
+    eventually(20, "4 messages received", || running.inflight.len() == 4).await;
+    let report = running.shutdown().await;
+    assert_eq!(report.released, 4);
+    assert!(
+        report.abandoned >= 1,
+        "the running batches were abandoned: {report:?}"
+    );
+
+    // A second worker receives them immediately, not after the 120 s visibility timeout.
+    let fast = Recording::done();
+    let started = std::time::Instant::now();
+    let second = start(config(&name, &url, ""), fast.clone(), dead).await;
+    eventually(10, "second worker handled all 4", || fast.seen().len() == 4).await;
+    second.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
+}
+
+#[tokio::test]
+async fn two_workers_on_one_queue_handle_every_message_once() {
+    let sqs = sqs().await;
+    let name = unique("two-workers");
+    let url = create_queue(&sqs, &name).await;
+    send_numbered(&sqs, &url, 200).await;
+    let a = Recording::done();
+    let b = Recording::done();
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let wa = start(
+        config(&name, &url, "concurrency = 8"),
+        a.clone(),
+        dead.clone(),
+    )
+    .await;
+    let wb = start(
+        config(&name, &url, "concurrency = 8"),
+        b.clone(),
+        dead.clone(),
+    )
+    .await;
+    eventually(60, "200 handled", || a.seen().len() + b.seen().len() >= 200).await;
+    wa.shutdown().await;
+    wb.shutdown().await;
+    let mut counts = a.counts_by_body();
+    for (body, n) in b.counts_by_body() {
+        *counts.entry(body).or_insert(0) += n;
+    }
+    assert_eq!(counts.len(), 200, "every message handled");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "no message handled twice when no fault occurs"
+    );
+    assert!(
+        !a.seen().is_empty() && !b.seen().is_empty(),
+        "both workers took a share"
+    );
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
+}
