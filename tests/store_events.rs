@@ -1,0 +1,71 @@
+//! The events insert on its own: one UNNEST statement for any batch size, duplicates (in the
+//! batch and already stored) skipped, and it shares the caller's transaction.
+
+#[path = "data/store/support.rs"]
+mod support;
+
+use mailroom::store::{insert_events, EventRecord};
+use mailroom_sendgrid::parse_events;
+use sqlx::PgPool;
+use support::*;
+
+#[sqlx::test(migrations = "./migrations")]
+async fn duplicates_are_skipped_and_counted_out(pool: PgPool) {
+    let events = parse_events(&fixture("events_all_types.json")).expect("fixture parses");
+    let dup = parse_events(&fixture("events_duplicate_ids.json")).expect("fixture parses");
+    let records: Vec<EventRecord<'_>> = events
+        .iter()
+        .chain(&dup)
+        .chain(&dup)
+        .map(|event| EventRecord {
+            event,
+            sqs_message_id: "m-1",
+            queue: QUEUE,
+            received_at: None,
+        })
+        .collect();
+    assert_eq!(records.len(), 14 + 6);
+    assert_eq!(insert_events(&pool, &records).await.expect("insert"), 16);
+    assert_eq!(insert_events(&pool, &records).await.expect("again"), 0);
+    assert_eq!(insert_events(&pool, &[]).await.expect("empty"), 0);
+    assert_eq!(count(&pool, "mailroom_events").await, 16);
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_rolled_back_transaction_stores_nothing(pool: PgPool) {
+    let events = parse_events(&fixture("events_all_types.json")).expect("fixture parses");
+    let records: Vec<EventRecord<'_>> = events
+        .iter()
+        .map(|event| EventRecord {
+            event,
+            sqs_message_id: "m-1",
+            queue: QUEUE,
+            received_at: None,
+        })
+        .collect();
+    let mut tx = pool.begin().await.expect("begin");
+    assert_eq!(insert_events(&mut *tx, &records).await.expect("insert"), 14);
+    tx.rollback().await.expect("rollback");
+    assert_eq!(count(&pool, "mailroom_events").await, 0);
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn ten_thousand_events_in_one_statement(pool: PgPool) {
+    let body: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| serde_json::json!({"event": "delivered", "sg_event_id": format!("e{i}"), "email": "x@example.com"}))
+        .collect();
+    let events = parse_events(&serde_json::to_vec(&body).expect("json")).expect("parses");
+    let records: Vec<EventRecord<'_>> = events
+        .iter()
+        .map(|event| EventRecord {
+            event,
+            sqs_message_id: "m-1",
+            queue: QUEUE,
+            received_at: None,
+        })
+        .collect();
+    assert_eq!(
+        insert_events(&pool, &records).await.expect("insert"),
+        10_000
+    );
+}
