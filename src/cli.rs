@@ -1,5 +1,9 @@
-//! The command line: `run`, `check`, `migrate`. Errors are anyhow at this edge, with context that
+//! The command line: `run`, `check`, `migrate`, and the operator commands (`queues`,
+//! `dead-letters`, `send`, in `crate::admin`). Errors are anyhow at this edge, with context that
 //! says what was being done; everything below returns typed errors.
+//!
+//! `run` is also where the process meets its service manager: sd_notify READY/STOPPING and
+//! watchdog pings (`crate::notify`), and the telemetry listener (`crate::telemetry`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,13 +12,17 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::admin::{self, DeadLettersCommand, QueuesCommand, SendArgs};
 use crate::config::Config;
 use crate::engine::{Controls, Engine, EngineParts};
 use crate::handler::Registry;
 use crate::handlers::{self, SendgridHandlerConfig};
+use crate::notify::{self, Liveness, Notifier};
 use crate::s3::Bodies;
 use crate::store::Store;
+use crate::telemetry::{self, Health, Phase, Probe};
 use crate::{logging, signals, sqs};
+use tokio_util::sync::CancellationToken;
 
 /// Mailroom: a worker daemon that consumes SendGrid callbacks (Event Webhook batches and Inbound
 /// Parse posts) from SQS and stores them in Postgres. Messages are deleted only after their
@@ -45,6 +53,14 @@ pub enum Command {
     Check,
     /// Apply the database migrations this binary carries.
     Migrate,
+    /// Look at and manage the configured queues and their DLQs.
+    #[command(subcommand)]
+    Queues(QueuesCommand),
+    /// List and replay rows of mailroom_dead_letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Put a captured SendGrid POST body on a queue in the router's envelope (for testing).
+    Send(SendArgs),
 }
 
 pub async fn main(cli: Cli) -> ExitCode {
@@ -52,6 +68,9 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Run => report(run(&cli.config).await),
         Command::Check => check(&cli.config).await,
         Command::Migrate => report(migrate(&cli.config).await),
+        Command::Queues(command) => report(queues(&cli.config, command).await),
+        Command::DeadLetters(command) => dead_letters(&cli.config, command).await,
+        Command::Send(args) => report(send(&cli.config, &args).await),
     }
 }
 
@@ -77,6 +96,26 @@ fn database_url(config: &Config) -> Result<&str> {
 async fn run(path: &std::path::Path) -> Result<()> {
     let config = Config::load(path)?;
     logging::init(config.telemetry.log_format.as_deref());
+    let notifier = Notifier::from_env();
+    let liveness = Liveness::default();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_background = CancellationToken::new();
+    // The stop token must fire on every exit path, errors included.
+    let _stop_guard = stop_background.clone().drop_guard();
+    if let (true, Some(period)) = (notifier.enabled(), notify::watchdog_period()) {
+        tracing::info!(period_ms = period.as_millis() as u64, "systemd watchdog on");
+        tokio::spawn(notify::watchdog(
+            notifier.clone(),
+            period,
+            liveness.clone(),
+            armed.clone(),
+            stop_background.clone(),
+        ));
+    }
+    let metrics = match &config.telemetry.listen {
+        Some(_) => Some(telemetry::install_recorder()?),
+        None => None,
+    };
     let aws = sqs::aws_config(&config.sqs).await;
     let sqs_client = sqs::client(&aws);
     let bodies = Bodies::new(&aws, aws.endpoint_url().is_some());
@@ -87,25 +126,68 @@ async fn run(path: &std::path::Path) -> Result<()> {
         .check_schema()
         .await
         .context("checking the database schema")?;
-    let mut registry = Registry::new();
+    let mut defaults = Registry::new();
     handlers::register_defaults(
-        &mut registry,
+        &mut defaults,
         store.clone(),
         SendgridHandlerConfig {
             event_webhook_public_key: config.sendgrid.verification_public_key.clone(),
         },
     )
     .context("[sendgrid] config")?;
+    // Every handler counted for mailroom_postgres_errors_total.
+    let mut registry = Registry::new();
+    for name in defaults.names() {
+        if let Some(handler) = defaults.get(name) {
+            registry.register(name, Arc::new(telemetry::CountingHandler(handler)));
+        }
+    }
     let signals = signals::install().context("installing signal handlers")?;
+    let health = Health::new(
+        signals.quiet.clone(),
+        match config.queues.first() {
+            Some(q) => Some(Probe {
+                store: store.clone(),
+                sqs: sqs_client.clone(),
+                queue: (
+                    q.name.clone(),
+                    sqs::queue_url(&sqs_client, &q.name, q.url.as_deref())
+                        .await
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("queue \"{}\": cannot resolve its URL", q.name))?,
+                ),
+            }),
+            None => None,
+        },
+    );
+    if let (Some(listen), Some(metrics)) = (&config.telemetry.listen, metrics) {
+        let addr = telemetry::parse_listen(listen)?;
+        telemetry::serve(addr, metrics, health.clone(), stop_background.clone()).await?;
+        let mut queues = Vec::new();
+        for q in &config.queues {
+            let url = sqs::queue_url(&sqs_client, &q.name, q.url.as_deref())
+                .await
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("queue \"{}\": cannot resolve its URL", q.name))?;
+            queues.push((q.name.clone(), url));
+        }
+        tokio::spawn(telemetry::poll_queue_depths(
+            sqs_client.clone(),
+            queues,
+            stop_background.clone(),
+        ));
+    }
     let engine = Engine::new(EngineParts {
         config,
         sqs: sqs_client,
         bodies,
         registry,
-        dead_letters: Arc::new(store),
+        dead_letters: Arc::new(telemetry::CountingDeadLetters(Arc::new(store))),
     })
     .await?;
     let shutdown = signals.shutdown;
+    let (ready_health, stopping_health) = (health.clone(), health.clone());
+    let (ready_notifier, stopping_notifier) = (notifier.clone(), notifier.clone());
     engine
         .run(
             async {
@@ -113,11 +195,83 @@ async fn run(path: &std::path::Path) -> Result<()> {
             },
             Controls {
                 quiet: signals.quiet,
-                ..Controls::default()
+                on_ready: Box::new(move || {
+                    ready_health.set_phase(Phase::Receiving);
+                    armed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    ready_notifier.notify_or_log("READY=1\nSTATUS=receiving");
+                }),
+                on_stopping: Box::new(move || {
+                    stopping_health.set_phase(Phase::Draining);
+                    stopping_notifier.notify_or_log("STOPPING=1\nSTATUS=draining");
+                }),
+                liveness,
             },
         )
         .await;
+    stop_background.cancel();
     Ok(())
+}
+
+async fn queues(path: &std::path::Path, command: QueuesCommand) -> Result<()> {
+    let config = Config::load(path)?;
+    logging::init(config.telemetry.log_format.as_deref());
+    let ctx = admin::Ctx::new(config).await;
+    admin::queues(&ctx, command).await
+}
+
+async fn send(path: &std::path::Path, args: &SendArgs) -> Result<()> {
+    let config = Config::load(path)?;
+    logging::init(config.telemetry.log_format.as_deref());
+    let ctx = admin::Ctx::new(config).await;
+    admin::send::send(&ctx, args).await
+}
+
+/// `list` and `replay`; replay exits non-zero when any row was kept.
+async fn dead_letters(path: &std::path::Path, command: DeadLettersCommand) -> ExitCode {
+    let result = async {
+        let config = Config::load(path)?;
+        logging::init(config.telemetry.log_format.as_deref());
+        let store = Store::connect(database_url(&config)?, 2)
+            .await
+            .context("connecting to Postgres")?;
+        match command {
+            DeadLettersCommand::List { limit } => {
+                admin::dead_letters::list(&store, limit).await?;
+                Ok(true)
+            }
+            DeadLettersCommand::Replay(args) => {
+                store
+                    .check_schema()
+                    .await
+                    .context("checking the database schema")?;
+                let aws = sqs::aws_config(&config.sqs).await;
+                let bodies = Bodies::new(&aws, aws.endpoint_url().is_some());
+                let mut registry = Registry::new();
+                handlers::register_defaults(
+                    &mut registry,
+                    store.clone(),
+                    SendgridHandlerConfig {
+                        event_webhook_public_key: config.sendgrid.verification_public_key.clone(),
+                    },
+                )
+                .context("[sendgrid] config")?;
+                let handler_of = |queue: &str| {
+                    config
+                        .queues
+                        .iter()
+                        .find(|q| q.name == queue)
+                        .map(|q| q.handler.clone())
+                };
+                admin::dead_letters::replay(&store, &registry, &bodies, handler_of, &args).await
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(3),
+        Err(err) => report(Err(err)),
+    }
 }
 
 async fn migrate(path: &std::path::Path) -> Result<()> {

@@ -69,6 +69,9 @@ pub struct Controls {
     pub on_ready: Box<dyn FnOnce() + Send>,
     /// Called when the drain starts.
     pub on_stopping: Box<dyn FnOnce() + Send>,
+    /// Bumped on every finished receive and every heartbeat tick, so the systemd watchdog
+    /// (`notify::watchdog`) pings only while the engine makes progress (ops hook, issue 5).
+    pub liveness: crate::notify::Liveness,
 }
 
 impl Default for Controls {
@@ -78,6 +81,7 @@ impl Default for Controls {
             quiet,
             on_ready: Box::new(|| {}),
             on_stopping: Box::new(|| {}),
+            liveness: Default::default(),
         }
     }
 }
@@ -193,6 +197,7 @@ impl Engine {
                     out: tx.clone(),
                     stop: stop_receiving.clone(),
                     quiet: controls.quiet.clone(),
+                    liveness: controls.liveness.clone(),
                 }));
             }
             loops.spawn(batcher(
@@ -204,7 +209,11 @@ impl Engine {
                 handlers.clone(),
             ));
         }
-        let heartbeat = tokio::spawn(heartbeat(shared.clone(), stop_receiving.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            shared.clone(),
+            stop_receiving.clone(),
+            controls.liveness.clone(),
+        ));
         let gauges = tokio::spawn(report_in_flight(
             queues.clone(),
             shared.clone(),
@@ -267,6 +276,7 @@ struct ReceiveLoop {
     out: mpsc::UnboundedSender<Vec<Delivery>>,
     stop: CancellationToken,
     quiet: watch::Receiver<bool>,
+    liveness: crate::notify::Liveness,
 }
 
 /// Receive only what can start now: wait for one permit, take up to a batch of free ones, then
@@ -297,6 +307,7 @@ async fn receive_loop(mut l: ReceiveLoop) {
             _ = l.stop.cancelled() => return,
             r = sqs::receive(&l.sqs, &q.queue.url, permits.len() as u32, cfg.wait_time_secs, cfg.visibility_timeout_secs) => r,
         };
+        l.liveness.bump();
         match result {
             Ok(messages) => {
                 let failures = backoff.succeed();
@@ -433,7 +444,11 @@ async fn batcher(
 }
 
 /// Extend the visibility of long-running messages, batched through the acker.
-async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
+async fn heartbeat(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    liveness: crate::notify::Liveness,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -443,6 +458,7 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             // Aborted by `run` once the drain is over.
             _ = stop.cancelled() => tokio::time::sleep(Duration::from_millis(500)).await,
         }
+        liveness.bump();
         let extended = shared.inflight.beat(&shared.acker);
         if extended > 0 {
             tracing::debug!(extended, "heartbeat extended visibility");

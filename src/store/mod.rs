@@ -18,6 +18,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+pub mod admin;
 pub mod dead_letters;
 pub mod errors;
 pub mod events;

@@ -1,0 +1,127 @@
+//! SQL for the operations side: the readiness probe's `select 1`, and what
+//! `mailroom dead-letters list|replay` reads and removes in `mailroom_dead_letters`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+
+use super::StoreError;
+
+/// `select 1`: is Postgres there and answering?
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("select 1"))?;
+    Ok(())
+}
+
+/// One row of `mailroom_dead_letters`.
+#[derive(Debug, Clone)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub queue: String,
+    pub sqs_message_id: String,
+    pub body: String,
+    pub attributes: HashMap<String, String>,
+    pub receive_count: i32,
+    pub handler: Option<String>,
+    pub reason: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+const SELECT: &str = "SELECT id, queue, sqs_message_id, body, attributes, receive_count, handler, \
+                      reason, failed_at FROM mailroom_dead_letters";
+
+/// Dead letters, oldest first: those with `ids`, or all of them when `ids` is None; at most
+/// `limit`.
+pub async fn dead_letters(
+    pool: &PgPool,
+    ids: Option<&[i64]>,
+    limit: i64,
+) -> Result<Vec<DeadLetterRow>, StoreError> {
+    let rows = match ids {
+        Some(ids) => {
+            sqlx::query(&format!("{SELECT} WHERE id = ANY($1) ORDER BY id LIMIT $2"))
+                .bind(ids)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+        None => {
+            sqlx::query(&format!("{SELECT} ORDER BY id LIMIT $1"))
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+    }
+    .map_err(StoreError::query("reading dead letters"))?;
+    rows.into_iter()
+        .map(|row| {
+            let attributes: serde_json::Value = row
+                .try_get("attributes")
+                .map_err(StoreError::query("reading dead letters"))?;
+            let attributes = attributes
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(DeadLetterRow {
+                id: row
+                    .try_get("id")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                queue: row
+                    .try_get("queue")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                sqs_message_id: row
+                    .try_get("sqs_message_id")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                body: row
+                    .try_get("body")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                attributes,
+                receive_count: row
+                    .try_get("receive_count")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                handler: row
+                    .try_get("handler")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                reason: row
+                    .try_get("reason")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                failed_at: row
+                    .try_get("failed_at")
+                    .map_err(StoreError::query("reading dead letters"))?,
+            })
+        })
+        .collect()
+}
+
+/// Remove a replayed dead letter.
+pub async fn remove_dead_letter(pool: &PgPool, id: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM mailroom_dead_letters WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("removing a dead letter"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Keep a dead letter that failed its replay, with the new reason.
+pub async fn update_dead_letter_reason(
+    pool: &PgPool,
+    id: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE mailroom_dead_letters SET reason = $2, failed_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(super::sanitize(reason).as_ref())
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("updating a dead letter"))?;
+    Ok(())
+}
