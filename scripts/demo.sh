@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The main job, locally: Postgres + an SQS/S3-compatible server (rustack) + mailroom-router
+# serve + the mailroom worker, with sample SendGrid traffic posted to the router and landing in
+# Postgres. Installs what it needs (pinned), prints the stored rows, then drains and stops.
+#
+#   scripts/demo.sh           # run the demo, print the tables, stop everything
+#   scripts/demo.sh --stay    # keep the stack running until Ctrl-C (post your own traffic)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+STAY=""; [ "${1:-}" = "--stay" ] && STAY=1
+trap stop_started EXIT
+
+log "building mailroom and mailroom-router"
+cargo build --quiet -p mailroom --bin mailroom && cargo build --quiet -p mailroom-router --bin mailroom-router
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+
+ensure_postgres
+start_rustack
+
+sqs() { # sqs ACTION JSON: a call to the local server's SQS JSON API
+  curl -sf -X POST -H "X-Amz-Target: AmazonSQS.$1" -H 'Content-Type: application/x-amz-json-1.0' \
+    -d "$2" "$AWS_ENDPOINT_URL/"
+}
+queue_with_dlq() { # prints the queue URL
+  local dlq_url dlq_arn
+  dlq_url=$(sqs CreateQueue "{\"QueueName\":\"$1-dlq\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["QueueUrl"])')
+  dlq_arn=$(sqs GetQueueAttributes "{\"QueueUrl\":\"$dlq_url\",\"AttributeNames\":[\"QueueArn\"]}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attributes"]["QueueArn"])')
+  sqs CreateQueue "{\"QueueName\":\"$1\",\"Attributes\":{\"VisibilityTimeout\":\"60\",\"RedrivePolicy\":\"{\\\"deadLetterTargetArn\\\":\\\"$dlq_arn\\\",\\\"maxReceiveCount\\\":10}\"}}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["QueueUrl"])'
+}
+EVENTS_URL=$(queue_with_dlq mailroom-events)
+INBOUND_URL=$(queue_with_dlq mailroom-inbound)
+curl -sf -X PUT "$AWS_ENDPOINT_URL/mailroom-large-bodies" >/dev/null
+log "queues: $EVENTS_URL, $INBOUND_URL; bucket mailroom-large-bodies"
+
+DB=mailroom_demo
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
+cat >"$STACK_DIR/demo.toml" <<TOML
+[worker]
+total_concurrency = 32
+shutdown_timeout_secs = 10
+[sqs]
+endpoint_url = "$AWS_ENDPOINT_URL"
+region = "$AWS_REGION"
+[[queue]]
+name = "mailroom-events"
+url = "$EVENTS_URL"
+handler = "sendgrid"
+wait_time_secs = 2
+[[queue]]
+name = "mailroom-inbound"
+url = "$INBOUND_URL"
+handler = "sendgrid"
+concurrency = 4
+wait_time_secs = 2
+TOML
+export MAILROOM_CONFIG="$STACK_DIR/demo.toml"
+"$BIN/mailroom" migrate
+"$BIN/mailroom" check
+
+"$BIN/mailroom" run >"$STACK_DIR/worker.log" 2>&1 &
+WORKER=$!; STARTED_PIDS+=($WORKER)
+PORT=$(free_port)
+MAILROOM_EVENTS_QUEUE_URL="$EVENTS_URL" MAILROOM_INBOUND_QUEUE_URL="$INBOUND_URL" \
+  MAILROOM_LARGE_BODY_BUCKET=mailroom-large-bodies MAILROOM_MAX_MESSAGE_BYTES=262144 \
+  "$BIN/mailroom-router" serve --listen "127.0.0.1:$PORT" >"$STACK_DIR/router.log" 2>&1 &
+STARTED_PIDS+=($!)
+ROUTER="http://127.0.0.1:$PORT"
+wait_for 20 "mailroom-router" curl -sf "$ROUTER/healthz"
+log "router on $ROUTER, worker pid $WORKER (logs in .stack/)"
+
+post() { # post PATH CONTENT-TYPE FILE
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Content-Type: $2" --data-binary "@$3" "$ROUTER$1")
+  log "POST $1 $(basename "$3") -> $code"
+}
+SAMPLES=examples/sendgrid
+post /sendgrid/events application/json "$SAMPLES/events.json"
+post /sendgrid/events application/json "$SAMPLES/events.json"   # SendGrid retried: no new rows
+post /sendgrid/inbound 'multipart/form-data; boundary=xYzZY' "$SAMPLES/inbound-parsed.multipart"
+post /sendgrid/inbound 'multipart/form-data; boundary=xYzZY' "$SAMPLES/inbound-raw.multipart"
+# A batch over the 256 KiB message limit: offloaded to S3, fetched by the worker.
+python3 - "$STACK_DIR/large-batch.json" <<'PY'
+import json, sys
+events = [{"email": f"user{i}@example.com", "timestamp": 1764190000 + i, "event": "delivered",
+           "sg_event_id": f"demo-large-{i:06d}", "sg_message_id": f"demo-large.{i}",
+           "response": "250 OK " + "x" * 80} for i in range(2500)]
+open(sys.argv[1], "w").write(json.dumps(events))
+PY
+post /sendgrid/events application/json "$STACK_DIR/large-batch.json"
+# Not an Event Webhook batch at all: kept in the dead-letter table with its reason.
+printf 'this is not json' >"$STACK_DIR/garbage.txt"
+post /sendgrid/events application/json "$STACK_DIR/garbage.txt"
+
+q() { psql -h 127.0.0.1 -U postgres -d "$DB" -At -c "$1"; }
+expected_events=$(( $(python3 -c 'import json; print(len(json.load(open("examples/sendgrid/events.json"))))') + 2500 ))
+deadline=$((SECONDS + 60))
+until [ "$(q 'select count(*) from mailroom_events')" -ge "$expected_events" ] \
+   && [ "$(q 'select count(*) from mailroom_inbound_emails')" -ge 2 ] \
+   && [ "$(q 'select count(*) from mailroom_dead_letters')" -ge 1 ]; do
+  if (( SECONDS >= deadline )); then log "timed out waiting for rows; see .stack/worker.log"; exit 1; fi
+  sleep 0.5
+done
+
+show() { echo; echo "== $1"; psql -h 127.0.0.1 -U postgres -d "$DB" -P pager=off -c "$2"; }
+show "events (first 12 of $(q 'select count(*) from mailroom_events'))" \
+  "select event, email, occurred_at, categories, bounce_type, bounce_classification, attempt, url, sg_event_id from mailroom_events order by id limit 12"
+show "inbound emails" \
+  "select id, mode, from_addr, subject, left(text_body, 50) as text, spf, spam_score from mailroom_inbound_emails order by id"
+show "attachments" \
+  "select email_id, filename, content_type, size_bytes, left(sha256, 16) as sha256 from mailroom_inbound_attachments order by id"
+show "dead letters" "select queue, receive_count, reason from mailroom_dead_letters"
+
+if [ -n "$STAY" ]; then
+  log "stack running; DATABASE_URL=$DATABASE_URL, router $ROUTER. Ctrl-C to stop."
+  wait "$WORKER"
+else
+  log "draining the worker (SIGTERM)"
+  kill -TERM "$WORKER"; wait "$WORKER" && log "worker exited 0"
+fi
