@@ -34,7 +34,12 @@ async fn acker_reports_the_one_bad_entry_of_a_batch_and_deletes_the_rest() {
             .send()
             .await
             .unwrap();
-        receipts.extend(out.messages.unwrap_or_default().into_iter().filter_map(|m| m.receipt_handle));
+        receipts.extend(
+            out.messages
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| m.receipt_handle),
+        );
         if receipts.len() == 3 {
             break;
         }
@@ -42,8 +47,14 @@ async fn acker_reports_the_one_bad_entry_of_a_batch_and_deletes_the_rest() {
     assert_eq!(receipts.len(), 3);
 
     let (acker, task) = Acker::spawn(client.clone(), Duration::from_millis(20));
-    let queue = QueueRef { name: name.as_str().into(), url: url.as_str().into() };
-    let mut waits: Vec<_> = receipts.iter().map(|r| acker.delete(&queue, r.clone())).collect();
+    let queue = QueueRef {
+        name: name.as_str().into(),
+        url: url.as_str().into(),
+    };
+    let mut waits: Vec<_> = receipts
+        .iter()
+        .map(|r| acker.delete(&queue, r.clone()))
+        .collect();
     let bad = acker.delete(&queue, "not-a-receipt-handle".into());
     waits.push(bad);
     let mut results = Vec::new();
@@ -55,9 +66,16 @@ async fn acker_reports_the_one_bad_entry_of_a_batch_and_deletes_the_rest() {
 
     assert!(results[..3].iter().all(|r| r.is_ok()), "{results:?}");
     let err = results[3].as_ref().expect_err("the bad entry is reported");
-    assert!(err.contains("ReceiptHandleIsInvalid") || err.to_lowercase().contains("receipt"), "{err}");
+    assert!(
+        err.contains("ReceiptHandleIsInvalid") || err.to_lowercase().contains("receipt"),
+        "{err}"
+    );
     let (visible, in_flight) = common::depth(&client, &url).await;
-    assert_eq!((visible, in_flight), (0, 0), "the three good entries were deleted");
+    assert_eq!(
+        (visible, in_flight),
+        (0, 0),
+        "the three good entries were deleted"
+    );
 }
 
 #[tokio::test]
