@@ -69,3 +69,24 @@ async fn ten_thousand_events_in_one_statement(pool: PgPool) {
         10_000
     );
 }
+
+/// Applications look events up by the send API's message id, a prefix of `sg_message_id`.
+#[sqlx::test(migrations = "./migrations")]
+async fn sg_message_id_prefix_lookups_can_use_an_index(pool: PgPool) {
+    let mut conn = pool.acquire().await.expect("conn");
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .expect("set");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT * FROM mailroom_events WHERE sg_message_id LIKE 'msg1.%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("explain");
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("mailroom_events_sg_message_id_prefix_idx"),
+        "{plan}"
+    );
+}
