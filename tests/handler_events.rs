@@ -438,3 +438,63 @@ async fn register_defaults_registers_sendgrid(pool: PgPool) {
         .await;
     assert_eq!(out, vec![Outcome::Done]);
 }
+
+/// A revoked INSERT grant is an operator's problem, not the message's: every job is retried as
+/// transient (kept in SQS), nothing is dead-lettered.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_missing_privilege_is_transient_not_a_dead_letter(pool: PgPool) {
+    let role = format!("mailroom_noinsert_{}", std::process::id());
+    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&pool)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
+        .execute(&pool)
+        .await
+        .expect("role");
+    sqlx::query(&format!(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+    ))
+    .execute(&pool)
+    .await
+    .expect("grant");
+    let options = (*pool.connect_options()).clone().username(&role);
+    let limited = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("connect as the limited role");
+    let h = SendgridHandler::new(
+        Store::from_pool(limited.clone()),
+        SendgridHandlerConfig::default(),
+    )
+    .expect("handler");
+    let out = h
+        .handle(&[
+            events_job("m-1", fixture("events_duplicate_ids.json")),
+            inbound_job("m-2", fixture("inbound_parsed.multipart")),
+        ])
+        .await;
+    limited.close().await;
+    sqlx::query(&format!("DROP OWNED BY {role}"))
+        .execute(&pool)
+        .await
+        .expect("drop owned");
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&pool)
+        .await
+        .expect("drop role");
+    for o in &out {
+        match o {
+            Outcome::Retry(Retry {
+                transient: true,
+                reason,
+                ..
+            }) => {
+                assert!(reason.contains("permission denied"), "{reason}")
+            }
+            other => panic!("expected a transient retry, got {other:?}"),
+        }
+    }
+    assert_eq!(count(&pool, "mailroom_events").await, 0);
+}

@@ -90,3 +90,29 @@ async fn sg_message_id_prefix_lookups_can_use_an_index(pool: PgPool) {
         "{plan}"
     );
 }
+
+/// A timestamp Postgres cannot represent (before 4713 BC) must not fail the message: the event
+/// is stored with `occurred_at` NULL and the original kept in the payload.
+#[sqlx::test(migrations = "./migrations")]
+async fn an_unrepresentable_timestamp_is_stored_as_null(pool: PgPool) {
+    let body = br#"[{"event":"open","sg_event_id":"evt-ancient","timestamp":-8000000000000000}]"#;
+    let events = parse_events(body).expect("parses");
+    assert!(
+        events[0].occurred_at.is_some(),
+        "chrono can represent it, Postgres cannot"
+    );
+    let records = [EventRecord {
+        event: &events[0],
+        sqs_message_id: "m-1",
+        queue: QUEUE,
+        received_at: None,
+    }];
+    assert_eq!(insert_events(&pool, &records).await.expect("insert"), 1);
+    let (occurred_at, ts): (Option<chrono::DateTime<chrono::Utc>>, serde_json::Value) =
+        sqlx::query_as("SELECT occurred_at, payload->'timestamp' FROM mailroom_events")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(occurred_at, None);
+    assert_eq!(ts, serde_json::json!(-8_000_000_000_000_000_i64));
+}

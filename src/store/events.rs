@@ -62,6 +62,14 @@ FROM UNNEST(
 ON CONFLICT (sg_event_id) DO NOTHING
 "#;
 
+/// Postgres timestamps start at 4713 BC (astronomical year -4712); chrono reaches further back.
+/// An event whose timestamp is before that is still stored, with `occurred_at` NULL (the payload
+/// keeps the original), rather than failing its whole message.
+fn in_postgres_range(t: DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    t.year() >= -4712
+}
+
 /// Insert events in one statement; returns how many rows were new (duplicates, in the batch or
 /// already stored, are skipped).
 pub async fn insert_events<'e>(
@@ -114,7 +122,7 @@ pub async fn insert_events<'e>(
         sg_event_id.push(key);
         event.push(sanitize(&e.event).into_owned());
         email.push(sanitize_opt(e.email.as_deref()));
-        occurred_at.push(e.occurred_at);
+        occurred_at.push(e.occurred_at.filter(|t| in_postgres_range(*t)));
         sg_message_id.push(sanitize_opt(e.sg_message_id.as_deref()));
         smtp_id.push(sanitize_opt(e.smtp_id.as_deref()));
         categories.push(serde_json::Value::Array(
