@@ -93,8 +93,15 @@ fn database_url(config: &Config) -> Result<&str> {
         .context("store.database_url is not set (or DATABASE_URL)")
 }
 
+/// Env override of `[telemetry] listen`, so N instances sharing one config file each get their
+/// own port (set per instance in /etc/mailroom/mailroom-N.env). Empty turns the listener off.
+pub const ENV_TELEMETRY_LISTEN: &str = "MAILROOM_TELEMETRY_LISTEN";
+
 async fn run(path: &std::path::Path) -> Result<()> {
-    let config = Config::load(path)?;
+    let mut config = Config::load(path)?;
+    if let Ok(listen) = std::env::var(ENV_TELEMETRY_LISTEN) {
+        config.telemetry.listen = Some(listen).filter(|l| !l.is_empty());
+    }
     logging::init(config.telemetry.log_format.as_deref());
     let notifier = Notifier::from_env();
     let liveness = Liveness::default();

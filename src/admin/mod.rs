@@ -76,13 +76,12 @@ pub enum DeadLettersCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false, id = "which")]
 pub struct ReplayArgs {
     /// Dead letter id (repeatable).
-    #[arg(long = "id", group = "which")]
+    #[arg(long = "id")]
     pub ids: Vec<i64>,
     /// Every dead letter.
-    #[arg(long, group = "which")]
+    #[arg(long, required_unless_present = "ids", conflicts_with = "ids")]
     pub all: bool,
     /// Decode and show what would be replayed; change nothing.
     #[arg(long)]
