@@ -498,3 +498,16 @@ async fn a_missing_privilege_is_transient_not_a_dead_letter(pool: PgPool) {
     }
     assert_eq!(count(&pool, "mailroom_events").await, 0);
 }
+
+/// Legacy mapping-template messages carry no edge timestamp: rows fall back to the SQS send time.
+#[sqlx::test(migrations = "./migrations")]
+async fn legacy_shapes_use_the_sqs_send_time(pool: PgPool) {
+    let mut legacy = events_job("m-legacy", fixture("events_duplicate_ids.json"));
+    legacy.envelope.origin = mailroom_envelope::Origin::SeedJson;
+    legacy.envelope.received_at = None;
+    legacy.envelope.source = None;
+    let sent = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single();
+    legacy.sent_at = sent;
+    assert_eq!(handler(&pool).handle(&[legacy]).await, vec![Outcome::Done]);
+    assert_eq!(event(&pool, "evt-open-21").await.received_at, sent);
+}
