@@ -22,6 +22,13 @@ step "services"
 ensure_postgres
 start_rustack
 
+step "systemd-analyze (tests/ops_systemd.rs verifies the units with it)"
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  log "installing systemd (apt) for systemd-analyze"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+fi
+export MAILROOM_REQUIRE_SYSTEMD_ANALYZE=1
+
 step "tests (rustack at $AWS_ENDPOINT_URL, Postgres at $DATABASE_URL)"
 cargo test --workspace --quiet 2>&1 | tee "$STACK_DIR/test-output.log"
 

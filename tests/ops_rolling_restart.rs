@@ -68,12 +68,12 @@ async fn rolling_restarts_lose_and_double_nothing() {
     let began = Instant::now();
     let mut restarts = 0;
     while began.elapsed() < TRAFFIC {
-        for i in 0..workers.len() {
-            let old = std::mem::replace(&mut workers[i], start(i));
+        for (i, slot) in workers.iter_mut().enumerate() {
+            let old = std::mem::replace(slot, start(i));
             // The new process starts while the old drains: a rolling restart keeps capacity.
             let status = old.stop(30).await;
             assert_eq!(status.code(), Some(0), "a drained worker exits 0");
-            workers[i].wait_log("\"receiving\"", 30).await;
+            slot.wait_log("\"receiving\"", 30).await;
             restarts += 1;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

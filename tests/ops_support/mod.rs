@@ -35,9 +35,11 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
-    let mut cfg = mailroom::config::SqsConfig::default();
-    cfg.endpoint_url = Some(endpoint());
-    cfg.region = Some("us-east-1".into());
+    let cfg = mailroom::config::SqsConfig {
+        endpoint_url: Some(endpoint()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    };
     for (k, v) in [
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
