@@ -35,6 +35,15 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     init_tracing(in_lambda);
+    let mode = match cli.command {
+        Some(Command::Serve { listen }) => Mode::Serve(listen),
+        Some(Command::Lambda) => Mode::Lambda,
+        None if in_lambda => Mode::Lambda,
+        None => anyhow::bail!(
+            "AWS_LAMBDA_RUNTIME_API is not set: run `mailroom-router serve --listen ADDR` \
+             for a local server (see --help)"
+        ),
+    };
     let config = Config::from_env().context("invalid configuration")?;
     if config.events_queue_url.is_none() || config.inbound_queue_url.is_none() {
         tracing::warn!(
@@ -44,15 +53,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let sink = AwsSink::from_env().await;
     let app = Arc::new(App::new(config, sink));
-    match cli.command {
-        Some(Command::Serve { listen }) => serve(app, listen).await,
-        Some(Command::Lambda) => lambda(app).await,
-        None if in_lambda => lambda(app).await,
-        None => anyhow::bail!(
-            "AWS_LAMBDA_RUNTIME_API is not set: run `mailroom-router serve --listen ADDR` \
-             for a local server (see --help)"
-        ),
+    match mode {
+        Mode::Serve(listen) => serve(app, listen).await,
+        Mode::Lambda => lambda(app).await,
     }
+}
+
+enum Mode {
+    Serve(SocketAddr),
+    Lambda,
 }
 
 fn init_tracing(json: bool) {
