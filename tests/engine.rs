@@ -67,7 +67,7 @@ async fn failing_message_returns_after_its_retry_interval_then_is_dead_lettered(
         elapsed >= Duration::from_secs(3),
         "the retry intervals (1 s, 2 s) were waited: {elapsed:?}"
     );
-    let kept = dead.kept.lock().unwrap();
+    let kept = dead.kept.lock().unwrap().clone();
     assert_eq!(kept.len(), 1);
     assert!(
         kept[0]
@@ -111,7 +111,7 @@ async fn dead_letter_outcome_is_kept_then_deleted() {
         handler.seen().is_empty(),
         "an undecodable message never reaches the handler"
     );
-    let kept = dead.kept.lock().unwrap();
+    let kept = dead.kept.lock().unwrap().clone();
     assert_eq!(kept[0].body, "this is not an envelope");
     assert!(
         kept[0].reason.starts_with("envelope: "),

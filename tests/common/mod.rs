@@ -40,9 +40,11 @@ fn unsafe_free_set_var(k: &str, v: &str) {
 
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     set_aws_env();
-    let mut sqs = mailroom::config::SqsConfig::default();
-    sqs.endpoint_url = Some(endpoint.to_string());
-    sqs.region = Some("us-east-1".into());
+    let sqs = mailroom::config::SqsConfig {
+        endpoint_url: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    };
     mailroom::sqs::aws_config(&sqs).await
 }
 
