@@ -45,5 +45,6 @@ if [ -z "${MAILROOM_SKIP_LOCALSTACK:-}" ]; then
   step "LocalStack-only SQS behaviours"
   start_localstack
   cargo test --quiet --test localstack -- --ignored
+  cargo test --quiet --test ops_localstack -- --ignored
 fi
 log "all green"

@@ -185,6 +185,48 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[tokio::test]
+    async fn watchdog_pings_only_while_the_engine_makes_progress() {
+        let dir = std::env::temp_dir().join(format!("mailroom-wd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wd.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixDatagram::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let count = |l: &UnixDatagram| {
+            let mut buf = [0u8; 64];
+            let mut n = 0;
+            while l.recv(&mut buf).is_ok() {
+                n += 1;
+            }
+            n
+        };
+        let liveness = Liveness::default();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watchdog(
+            Notifier::new(Some(path.display().to_string())),
+            Duration::from_millis(40),
+            liveness.clone(),
+            armed,
+            stop.clone(),
+        ));
+        // Progress: pings.
+        for _ in 0..10 {
+            liveness.bump();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(count(&listener) >= 3, "pings while progressing");
+        // Hung: no bumps, no pings (after at most the one in flight).
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let _ = count(&listener);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(count(&listener), 0, "no pings without progress");
+        stop.cancel();
+        task.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn no_socket_is_a_no_op() {
         assert!(!Notifier::new(Some(String::new())).enabled());

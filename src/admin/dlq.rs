@@ -300,17 +300,23 @@ async fn copy(ctx: &Ctx, dlq_url: &str, url: &str, max: Option<usize>) -> Result
         };
         let mut deletes = Vec::new();
         let mut unsent = Vec::new();
+        let mut copies = 0;
         for (id, receipt, fresh) in receipts {
             if fresh && sent.contains(&id) {
                 deletes.push((id, receipt));
+                copies += 1;
             } else if fresh {
                 report.send_failed += 1;
                 unsent.push(receipt);
             } else {
+                // Copied earlier in this run; only its DLQ delete is still owed.
                 deletes.push((id, receipt));
             }
         }
         let deleting = deletes.len();
+        // Counted as moved: fresh copies whose delete went through (a late delete of an earlier
+        // copy was already counted in delete_failed, and is not counted twice).
+        let redeletes = deleting - copies;
         if !deletes.is_empty() {
             let entries = deletes
                 .into_iter()
@@ -332,7 +338,7 @@ async fn copy(ctx: &Ctx, dlq_url: &str, url: &str, max: Option<usize>) -> Result
             {
                 Ok(out) => {
                     report.delete_failed += out.failed.len();
-                    report.moved += deleting - out.failed.len();
+                    report.moved += (deleting - out.failed.len()).saturating_sub(redeletes);
                 }
                 Err(e) => {
                     tracing::warn!(error = %describe(&e), "redrive: DeleteMessageBatch failed");

@@ -35,8 +35,12 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
+    sqs_at(&endpoint()).await
+}
+
+pub async fn sqs_at(endpoint: &str) -> aws_sdk_sqs::Client {
     let cfg = mailroom::config::SqsConfig {
-        endpoint_url: Some(endpoint()),
+        endpoint_url: Some(endpoint.to_string()),
         region: Some("us-east-1".into()),
         ..Default::default()
     };
@@ -136,6 +140,17 @@ impl TestDb {
 /// Write a config for `queues` (label, url) into `dir`; `extra` goes at the top level after
 /// [worker] settings (e.g. a [telemetry] table).
 pub fn write_config(dir: &Path, db_url: &str, queues: &[(&str, &str)], extra: &str) -> PathBuf {
+    write_config_at(&endpoint(), dir, db_url, queues, extra)
+}
+
+/// [`write_config`] for an SQS server other than rustack (LocalStack).
+pub fn write_config_at(
+    endpoint: &str,
+    dir: &Path,
+    db_url: &str,
+    queues: &[(&str, &str)],
+    extra: &str,
+) -> PathBuf {
     let mut text = format!(
         r#"
 [worker]
@@ -145,11 +160,10 @@ shutdown_timeout_secs = 10
 database_url = "{db_url}"
 max_connections = 4
 [sqs]
-endpoint_url = "{}"
+endpoint_url = "{endpoint}"
 region = "us-east-1"
 {extra}
-"#,
-        endpoint()
+"#
     );
     for (name, url) in queues {
         text.push_str(&format!(
