@@ -1,0 +1,376 @@
+//! The bench's plumbing: queues on the SQS-compatible server, fresh databases, child processes
+//! and their CPU time and peak RSS from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+use sqlx::{Connection, PgConnection};
+
+use crate::data::Message;
+
+pub struct Env {
+    pub endpoint: String,
+    /// Admin URL (any database on the server), used to create the bench databases.
+    pub admin_url: String,
+    pub mailroom: PathBuf,
+    pub work: PathBuf,
+    pub sqs: Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Env {
+    pub async fn new(
+        endpoint: &str,
+        admin_url: &str,
+        mailroom: &Path,
+        work: &Path,
+    ) -> Result<Self> {
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ] {
+            if std::env::var(k).is_err() {
+                std::env::set_var(k, v);
+            }
+        }
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&aws)
+                .force_path_style(true)
+                .build(),
+        );
+        std::fs::create_dir_all(work)?;
+        Ok(Self {
+            endpoint: endpoint.into(),
+            admin_url: admin_url.into(),
+            mailroom: mailroom.into(),
+            work: work.into(),
+            sqs: Client::new(&aws),
+            s3,
+        })
+    }
+
+    pub async fn queue(&self, name: &str) -> Result<String> {
+        let url = self
+            .sqs
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::VisibilityTimeout, "60")
+            .send()
+            .await
+            .context("create queue")?
+            .queue_url
+            .context("queue url")?;
+        Ok(url)
+    }
+
+    /// Send every message (batches of 10, 8 senders at once).
+    pub async fn fill(&self, url: &str, messages: &[Message]) -> Result<()> {
+        let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+        self.fill_bodies(url, &bodies, &[]).await
+    }
+
+    pub async fn fill_bodies(
+        &self,
+        url: &str,
+        bodies: &[&str],
+        attrs: &[(&str, &str)],
+    ) -> Result<()> {
+        use futures::StreamExt;
+        let chunks: Vec<(usize, &[&str])> = bodies.chunks(10).enumerate().collect();
+        let results: Vec<Result<()>> = futures::stream::iter(chunks)
+            .map(|(c, chunk)| async move {
+                let entries = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, body)| {
+                        let mut e = SendMessageBatchRequestEntry::builder()
+                            .id(format!("m{c}-{i}"))
+                            .message_body(*body);
+                        for (k, v) in attrs {
+                            e = e.message_attributes(
+                                *k,
+                                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                                    .data_type("Number")
+                                    .string_value(*v)
+                                    .build()
+                                    .expect("attr"),
+                            );
+                        }
+                        e.build().expect("entry")
+                    })
+                    .collect::<Vec<_>>();
+                let out = self
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .context("send batch")?;
+                if !out.failed.is_empty() {
+                    bail!("send failed: {:?}", out.failed);
+                }
+                Ok(())
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// A fresh, migrated database; returns its URL.
+    pub async fn database(&self, name: &str) -> Result<String> {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .context("connect to Postgres")?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await?;
+        let url = db_url(&self.admin_url, name);
+        let config = self.config_file(name, "unused", &url, &WorkerTuning::default())?;
+        let out = Command::new(&self.mailroom)
+            .arg("--config")
+            .arg(&config)
+            .arg("migrate")
+            .output()
+            .context("mailroom migrate")?;
+        if !out.status.success() {
+            bail!(
+                "mailroom migrate failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(url)
+    }
+
+    pub async fn drop_database(&self, name: &str) {
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+
+    /// Write a worker config for one queue; returns its path.
+    pub fn config_file(
+        &self,
+        name: &str,
+        queue_url: &str,
+        database_url: &str,
+        t: &WorkerTuning,
+    ) -> Result<PathBuf> {
+        let path = self.work.join(format!("{name}.toml"));
+        let text = format!(
+            r#"[worker]
+total_concurrency = {concurrency}
+shutdown_timeout_secs = 5
+[sqs]
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+ack_flush_interval_ms = {ack}
+[store]
+database_url = "{database_url}"
+max_connections = {conns}
+[telemetry]
+log_format = "json"
+[[queue]]
+name = "{name}"
+url = "{queue_url}"
+handler = "sendgrid"
+concurrency = {concurrency}
+wait_time_secs = 1
+batch_size = 10
+visibility_timeout_secs = 60
+heartbeat_secs = 20
+batch_window_ms = {window}
+max_batch_messages = {max_batch}
+receive_loops = {loops}
+retry_intervals_secs = [1, 2, 5]
+"#,
+            concurrency = t.concurrency,
+            endpoint = self.endpoint,
+            ack = t.ack_flush_ms,
+            conns = t.max_connections,
+            window = t.batch_window_ms,
+            max_batch = t.max_batch_messages,
+            loops = t.receive_loops,
+        );
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    pub fn spawn_worker(&self, config: &Path, log: &str) -> Result<Child> {
+        let log = std::fs::File::create(self.work.join(log))?;
+        Command::new(&self.mailroom)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn mailroom run")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerTuning {
+    pub concurrency: u32,
+    pub receive_loops: u32,
+    pub batch_window_ms: u64,
+    pub max_batch_messages: u32,
+    pub max_connections: u32,
+    pub ack_flush_ms: u64,
+}
+
+impl Default for WorkerTuning {
+    fn default() -> Self {
+        Self {
+            concurrency: 200,
+            receive_loops: 8,
+            batch_window_ms: 20,
+            max_batch_messages: 100,
+            max_connections: 4,
+            ack_flush_ms: 5,
+        }
+    }
+}
+
+pub fn db_url(admin_url: &str, db: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+/// Rows stored so far: (event rows, distinct sg_event_id, inbound rows, dead letters).
+pub async fn counts(conn: &mut PgConnection) -> Result<(i64, i64, i64, i64)> {
+    let row: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM mailroom_events), \
+                (SELECT count(DISTINCT sg_event_id) FROM mailroom_events), \
+                (SELECT count(*) FROM mailroom_inbound_emails), \
+                (SELECT count(*) FROM mailroom_dead_letters)",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(row)
+}
+
+/// Poll until `events` event rows and `inbound` inbound rows are stored, or `limit` passes.
+/// Returns the time it took (from `since`).
+pub async fn wait_stored(
+    url: &str,
+    events: usize,
+    inbound: usize,
+    since: Instant,
+    limit: Duration,
+    watch: &mut [&mut Child],
+) -> Result<Duration> {
+    let mut conn = PgConnection::connect(url).await?;
+    loop {
+        let (e, _, i, d) = counts(&mut conn).await?;
+        if e as usize >= events && i as usize >= inbound {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > limit {
+            bail!("timed out after {limit:?}: {e}/{events} events, {i}/{inbound} inbound, {d} dead letters");
+        }
+        for child in watch.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("process exited early ({status}) with {e}/{events} events stored");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// CPU seconds (user + system) of a live process, from /proc/<pid>/stat.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Peak RSS (VmHWM) in KiB of a live process.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds and peak RSS of a process tree (the process and its direct children), for peers
+/// that fork (Celery's prefork pool).
+pub fn tree(pid: u32) -> (f64, u64) {
+    let mut cpu = cpu_secs(pid);
+    let mut rss = peak_rss_kib(pid);
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let c_cpu = cpu_secs(c);
+            if c_cpu.is_finite() {
+                cpu += c_cpu;
+            }
+            rss += peak_rss_kib(c);
+        }
+    }
+    (cpu, rss)
+}
+
+/// SIGTERM, then wait up to `secs`, then SIGKILL.
+pub fn stop(child: &mut Child, secs: u64) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,585 @@
+//! mailroom-bench: measures the worker side by side with an ideal SQS client, peers (npm
+//! sqs-consumer + pg, Python Celery over kombu's SQS transport), several worker processes,
+//! memory under load and with S3-offloaded bodies, and the Postgres insert ceiling. Prints a
+//! markdown table. Run it through `scripts/bench.sh`, which builds the release binaries, starts
+//! rustack and Postgres and installs the peers.
+//!
+//! ```text
+//! mailroom-bench --endpoint URL --database-url URL --mailroom target/release/mailroom \
+//!     [--messages N] [--peers DIR] [--work DIR] [--only ideal,worker,peers,scaling,memory,pg]
+//! ```
+
+mod data;
+mod infra;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use infra::{Env, WorkerTuning};
+use mailroom_envelope::Kind;
+
+const LIMIT: Duration = Duration::from_secs(600);
+
+struct Args {
+    endpoint: String,
+    database_url: String,
+    mailroom: PathBuf,
+    work: PathBuf,
+    messages: usize,
+    peers: Option<PathBuf>,
+    only: Vec<String>,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        endpoint: std::env::var("AWS_ENDPOINT_URL").unwrap_or_default(),
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        mailroom: PathBuf::from("target/release/mailroom"),
+        work: std::env::temp_dir().join(format!("mailroom-bench-{}", std::process::id())),
+        messages: 5000,
+        peers: None,
+        only: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--endpoint" => a.endpoint = value()?,
+            "--database-url" => a.database_url = value()?,
+            "--mailroom" => a.mailroom = value()?.into(),
+            "--work" => a.work = value()?.into(),
+            "--messages" => a.messages = value()?.parse()?,
+            "--peers" => a.peers = Some(value()?.into()),
+            "--only" => a.only = value()?.split(',').map(str::to_string).collect(),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.endpoint.is_empty() {
+        bail!("--endpoint (or AWS_ENDPOINT_URL) is required");
+    }
+    Ok(a)
+}
+
+#[derive(Default, Clone)]
+struct Row {
+    name: String,
+    msgs_per_s: f64,
+    events_per_s: f64,
+    cpu_per_1k: Option<f64>,
+    rss_mib: Option<f64>,
+    note: String,
+}
+
+fn progress(r: &Row) {
+    eprintln!(
+        "  {}: {:.0} msgs/s, {:.0} events/s, cpu/1k {:?}, rss MiB {:?}; {}",
+        r.name, r.msgs_per_s, r.events_per_s, r.cpu_per_1k, r.rss_mib, r.note
+    );
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| run | msgs/s | events/s | CPU s / 1k msgs | peak RSS MiB | notes |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for r in rows {
+        let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or("-".into());
+        println!(
+            "| {} | {:.0} | {:.0} | {} | {} | {} |",
+            r.name,
+            r.msgs_per_s,
+            r.events_per_s,
+            opt(r.cpu_per_1k, 3),
+            opt(r.rss_mib, 1),
+            r.note
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = args()?;
+    let env = Env::new(&a.endpoint, &a.database_url, &a.mailroom, &a.work).await?;
+    let want = |s: &str| a.only.is_empty() || a.only.iter().any(|o| o == s);
+    let run = format!("b{}", std::process::id());
+    let msgs = data::prefill(&run, a.messages, 42);
+    let t = data::totals(&msgs);
+    eprintln!(
+        "prefill: {} messages, {} events, {} inbound emails, {:.1} MiB of SQS bodies",
+        t.messages,
+        t.events,
+        t.inbound,
+        t.bytes as f64 / 1048576.0
+    );
+    let tuning = WorkerTuning::default();
+    let mut rows = Vec::new();
+    let mut ideal = None;
+    let mut worker = None;
+
+    if want("ideal") {
+        let r = ideal_client(&env, &run, &msgs).await?;
+        ideal = Some(r.msgs_per_s);
+        progress(&r);
+        rows.push(r);
+    }
+    if want("worker") {
+        let r = workers(&env, &format!("{run}w"), &msgs, &tuning, 1).await?;
+        worker = Some(r.msgs_per_s);
+        progress(&r);
+        rows.push(r);
+    }
+    if want("peers") {
+        if let Some(dir) = &a.peers {
+            match node_peer(&env, &format!("{run}n"), &msgs, dir).await {
+                Ok(r) => {
+                    progress(&r);
+                    rows.push(r)
+                }
+                Err(e) => eprintln!("sqs-consumer peer failed: {e:#}"),
+            }
+            match celery_peer(&env, &format!("{run}c"), &msgs, dir).await {
+                Ok(r) => {
+                    progress(&r);
+                    rows.push(r)
+                }
+                Err(e) => eprintln!("celery peer failed: {e:#}"),
+            }
+        } else {
+            eprintln!("no --peers dir: peers skipped");
+        }
+    }
+    if want("scaling") {
+        for procs in [1usize, 2, 4] {
+            let r = workers(&env, &format!("{run}s{procs}"), &msgs, &tuning, procs).await?;
+            progress(&r);
+            rows.push(r);
+        }
+    }
+    if want("memory") {
+        let r = offloaded(&env, &format!("{run}m"), (a.messages / 100).clamp(20, 200)).await?;
+        progress(&r);
+        rows.push(r);
+    }
+    if want("pg") {
+        for conns in [1usize, 4] {
+            let r = pg_ceiling(&env, &format!("{run}p{conns}"), &msgs, conns).await?;
+            progress(&r);
+            rows.push(r);
+        }
+    }
+
+    println!();
+    println!(
+        "N = {} messages ({} events, {} inbound emails), worker tuning: concurrency {}, receive_loops {}, batch_window_ms {}, max_batch_messages {}, max_connections {}",
+        t.messages,
+        t.events,
+        t.inbound,
+        tuning.concurrency,
+        tuning.receive_loops,
+        tuning.batch_window_ms,
+        tuning.max_batch_messages,
+        tuning.max_connections
+    );
+    println!();
+    print_table(&rows);
+    println!();
+    if let (Some(w), Some(i)) = (worker, ideal) {
+        println!("worker / ideal client: {:.2}", w / i);
+    }
+    if let Some(w) = worker {
+        for r in rows.iter().filter(|r| r.name.starts_with("peer")) {
+            println!("worker / {}: {:.1}x", r.name, w / r.msgs_per_s);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&a.work);
+    Ok(())
+}
+
+/// Receive 10 + DeleteMessageBatch 10, no work, 8 loops.
+async fn ideal_client(env: &Env, run: &str, msgs: &[data::Message]) -> Result<Row> {
+    let url = env.queue(&format!("{run}-ideal")).await?;
+    env.fill(&url, msgs).await?;
+    let n = msgs.len();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (sqs, url, done) = (env.sqs.clone(), url.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            while done.load(Ordering::SeqCst) < n && started.elapsed() < LIMIT {
+                let out = sqs
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await?;
+                let got = out.messages.unwrap_or_default();
+                if got.is_empty() {
+                    continue;
+                }
+                let entries = got
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle().unwrap_or_default())
+                            .build()
+                            .expect("entry")
+                    })
+                    .collect::<Vec<_>>();
+                sqs.delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await?;
+                done.fetch_add(got.len(), Ordering::SeqCst);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let events: usize = msgs.iter().map(|m| m.events).sum();
+    Ok(Row {
+        name: "ideal client (receive 10 + delete batch, 8 loops, no work)".into(),
+        msgs_per_s: n as f64 / secs,
+        events_per_s: events as f64 / secs,
+        note: format!("{n} msgs in {secs:.2} s"),
+        ..Row::default()
+    })
+}
+
+/// `procs` worker processes on one pre-filled queue, until every event is stored.
+async fn workers(
+    env: &Env,
+    run: &str,
+    msgs: &[data::Message],
+    tuning: &WorkerTuning,
+    procs: usize,
+) -> Result<Row> {
+    let t = data::totals(msgs);
+    let url = env.queue(&format!("{run}-q")).await?;
+    env.fill(&url, msgs).await?;
+    let db = env.database(run).await?;
+    let config = env.config_file(run, &url, &db, tuning)?;
+    let started = Instant::now();
+    let mut children = (0..procs)
+        .map(|i| env.spawn_worker(&config, &format!("{run}-{i}.log")))
+        .collect::<Result<Vec<_>>>()?;
+    let waited = {
+        let mut refs: Vec<&mut std::process::Child> = children.iter_mut().collect();
+        infra::wait_stored(&db, t.events, t.inbound, started, LIMIT, &mut refs).await
+    };
+    let (mut cpu, mut rss) = (0.0, 0u64);
+    for c in &children {
+        cpu += infra::cpu_secs(c.id());
+        rss = rss.max(infra::peak_rss_kib(c.id()));
+    }
+    for c in &mut children {
+        infra::stop(c, 10);
+    }
+    let secs = waited?.as_secs_f64();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db).await?;
+    let (rows, distinct, inbound, dead) = infra::counts(&mut conn).await?;
+    drop(conn);
+    env.drop_database(run).await;
+    let lost = t.events as i64 - distinct;
+    let doubled = rows - distinct;
+    let name = if procs == 1 && !run.contains('s') {
+        "mailroom worker (release, 1 process)".to_string()
+    } else {
+        format!("scaling: {procs} worker process(es)")
+    };
+    Ok(Row {
+        name,
+        msgs_per_s: t.messages as f64 / secs,
+        events_per_s: t.events as f64 / secs,
+        cpu_per_1k: Some(cpu / t.messages as f64 * 1000.0),
+        rss_mib: Some(rss as f64 / 1024.0),
+        note: format!(
+            "{secs:.2} s; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}",
+            t.inbound,
+            if procs > 1 { "; RSS = largest process" } else { "" }
+        ),
+    })
+}
+
+/// The peers' scripts, read from bench/peers (or MAILROOM_BENCH_PEER_SCRIPTS) at run time.
+fn peer_script(name: &str) -> Result<String> {
+    let dir = std::env::var("MAILROOM_BENCH_PEER_SCRIPTS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/peers").to_string());
+    std::fs::read_to_string(std::path::Path::new(&dir).join(name))
+        .with_context(|| format!("reading peer script {name} from {dir}"))
+}
+
+async fn peer_run(
+    env: &Env,
+    run: &str,
+    msgs: &[data::Message],
+    name: &str,
+    mut child: impl FnMut(&str, &str) -> Result<std::process::Child>,
+    fill: bool,
+    url: String,
+) -> Result<Row> {
+    let t = data::totals(msgs);
+    if fill {
+        env.fill(&url, msgs).await?;
+    }
+    let db = env.database(run).await?;
+    let started = Instant::now();
+    let mut proc = child(&url, &db)?;
+    let waited =
+        infra::wait_stored(&db, t.events, t.inbound, started, LIMIT, &mut [&mut proc]).await;
+    let (cpu, rss) = infra::tree(proc.id());
+    infra::stop(&mut proc, 10);
+    let secs = waited?.as_secs_f64();
+    env.drop_database(run).await;
+    Ok(Row {
+        name: name.into(),
+        msgs_per_s: t.messages as f64 / secs,
+        events_per_s: t.events as f64 / secs,
+        cpu_per_1k: Some(cpu / t.messages as f64 * 1000.0),
+        rss_mib: Some(rss as f64 / 1024.0),
+        note: format!("{secs:.2} s"),
+    })
+}
+
+async fn node_peer(
+    env: &Env,
+    run: &str,
+    msgs: &[data::Message],
+    dir: &std::path::Path,
+) -> Result<Row> {
+    let node_dir = dir.join("node");
+    std::fs::write(
+        node_dir.join("sqs_consumer.mjs"),
+        peer_script("sqs_consumer.mjs")?,
+    )?;
+    let url = env.queue(&format!("{run}-q")).await?;
+    let endpoint = env.endpoint.clone();
+    let log = env.work.join(format!("{run}.log"));
+    peer_run(
+        env,
+        run,
+        msgs,
+        "peer: npm sqs-consumer 14 + pg (node 20)",
+        |url, db| {
+            Command::new("node")
+                .arg("sqs_consumer.mjs")
+                .current_dir(&node_dir)
+                .env("QUEUE_URL", url)
+                .env("DATABASE_URL", db)
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()
+                .context("spawn node")
+        },
+        true,
+        url,
+    )
+    .await
+}
+
+async fn celery_peer(
+    env: &Env,
+    run: &str,
+    msgs: &[data::Message],
+    dir: &std::path::Path,
+) -> Result<Row> {
+    std::fs::write(dir.join("celery_peer.py"), peer_script("celery_peer.py")?)?;
+    let queue = format!("{run}-q");
+    let url = env.queue(&queue).await?;
+    // Celery needs its own message format: the same envelopes, sent as Celery tasks by Celery.
+    let payloads = env.work.join(format!("{run}.payloads"));
+    let mut text = String::with_capacity(msgs.iter().map(|m| m.body.len() + 1).sum());
+    for m in msgs {
+        text.push_str(&m.body);
+        text.push('\n');
+    }
+    std::fs::write(&payloads, text)?;
+    let python = dir.join("celery-venv/bin/python");
+    let out = Command::new(&python)
+        .arg("celery_peer.py")
+        .arg("fill")
+        .arg(&payloads)
+        .current_dir(dir)
+        .env("QUEUE_NAME", &queue)
+        .env("QUEUE_URL", &url)
+        .env("AWS_ENDPOINT_URL", &env.endpoint)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "celery fill failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = env.work.join(format!("{run}.log"));
+    let endpoint = env.endpoint.clone();
+    let dir = dir.to_path_buf();
+    peer_run(
+        env,
+        run,
+        msgs,
+        "peer: Celery 5.4 (kombu SQS transport, prefork) + psycopg2",
+        |url, db| {
+            Command::new(dir.join("celery-venv/bin/celery"))
+                .args(["-A", "celery_peer", "worker", "--loglevel=WARNING", "-Q"])
+                .arg(&queue)
+                .current_dir(&dir)
+                .env("QUEUE_NAME", &queue)
+                .env("QUEUE_URL", url)
+                .env("DATABASE_URL", db)
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()
+                .context("spawn celery")
+        },
+        false,
+        url,
+    )
+    .await
+}
+
+/// 1 MiB inbound emails offloaded to S3 (Extended Client pointers): the worker fetches each
+/// body from rustack's S3. Peak RSS with the inbound queue's suggested concurrency (8).
+async fn offloaded(env: &Env, run: &str, n: usize) -> Result<Row> {
+    use rand::SeedableRng;
+    let bucket = format!("{run}-bodies");
+    env.s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .context("create bucket")?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut pointers = Vec::new();
+    for i in 0..n {
+        let body = data::inbound_body(&mut rng, run, i as u64, 1024 * 1024);
+        let ct = data::inbound_content_type();
+        let envelope = data::envelope(
+            Kind::Inbound,
+            &ct,
+            vec![("content-type".into(), ct.clone())],
+            body,
+        );
+        let key = format!("bodies/{i}");
+        env.s3
+            .put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(envelope.into_bytes().into())
+            .send()
+            .await
+            .context("put object")?;
+        pointers.push(
+            mailroom_envelope::S3Pointer {
+                bucket: bucket.clone(),
+                key,
+            }
+            .to_message_body(),
+        );
+    }
+    let url = env.queue(&format!("{run}-q")).await?;
+    let refs: Vec<&str> = pointers.iter().map(String::as_str).collect();
+    env.fill_bodies(&url, &refs, &[("ExtendedPayloadSize", "1400000")])
+        .await?;
+    let db = env.database(run).await?;
+    let tuning = WorkerTuning {
+        concurrency: 8,
+        receive_loops: 1,
+        max_batch_messages: 10,
+        ..WorkerTuning::default()
+    };
+    let config = env.config_file(run, &url, &db, &tuning)?;
+    let started = Instant::now();
+    let mut child = env.spawn_worker(&config, &format!("{run}.log"))?;
+    let waited = infra::wait_stored(&db, 0, n, started, LIMIT, &mut [&mut child]).await;
+    let cpu = infra::cpu_secs(child.id());
+    let rss = infra::peak_rss_kib(child.id());
+    infra::stop(&mut child, 10);
+    let secs = waited?.as_secs_f64();
+    env.drop_database(run).await;
+    Ok(Row {
+        name: "memory: 1 MiB inbound emails via S3 pointers (concurrency 8)".into(),
+        msgs_per_s: n as f64 / secs,
+        events_per_s: 0.0,
+        cpu_per_1k: Some(cpu / n as f64 * 1000.0),
+        rss_mib: Some(rss as f64 / 1024.0),
+        note: format!(
+            "{n} x 1 MiB attachment, {:.1} MiB envelopes in S3, {secs:.2} s",
+            n as f64 * 1.37
+        ),
+    })
+}
+
+/// The store's batch insert alone: batches like the worker's (100 messages' events per
+/// transaction), `conns` transactions at once.
+async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) -> Result<Row> {
+    use mailroom::store::{insert_events, EventRecord};
+    let db = env.database(run).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(conns as u32)
+        .connect(&db)
+        .await?;
+    let mut parsed = Vec::new();
+    for (i, m) in msgs.iter().enumerate().filter(|(_, m)| !m.inbound) {
+        let mailroom_envelope::Decoded::Envelope(e) = mailroom_envelope::decode(&m.body)? else {
+            bail!("not an envelope");
+        };
+        let events = mailroom_sendgrid::parse_events(&e.body)?;
+        parsed.push((format!("msg-{i}"), e.received_at, events));
+    }
+    let total: usize = parsed.iter().map(|p| p.2.len()).sum();
+    let batches: Vec<
+        &[(
+            String,
+            Option<chrono::DateTime<chrono::Utc>>,
+            Vec<mailroom_sendgrid::Event>,
+        )],
+    > = parsed.chunks(100).collect();
+    let started = Instant::now();
+    use futures::StreamExt;
+    let results: Vec<Result<()>> = futures::stream::iter(batches)
+        .map(|batch| {
+            let pool = pool.clone();
+            async move {
+                let records: Vec<EventRecord<'_>> = batch
+                    .iter()
+                    .flat_map(|(id, at, events)| {
+                        events.iter().map(move |event| EventRecord {
+                            event,
+                            sqs_message_id: id,
+                            queue: "bench",
+                            received_at: *at,
+                        })
+                    })
+                    .collect();
+                let mut tx = pool.begin().await?;
+                insert_events(&mut *tx, &records).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(conns)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    let secs = started.elapsed().as_secs_f64();
+    pool.close().await;
+    env.drop_database(run).await;
+    Ok(Row {
+        name: format!("Postgres ceiling: store insert_events, {conns} connection(s)"),
+        msgs_per_s: parsed.len() as f64 / secs,
+        events_per_s: total as f64 / secs,
+        note: format!("{total} events in {secs:.2} s, 100 messages per transaction"),
+        ..Row::default()
+    })
+}

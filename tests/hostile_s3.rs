@@ -1,0 +1,88 @@
+//! Hostile input through S3: an Extended Client pointer to a body over the 64 MiB limit
+//! (mailroom_envelope::MAX_MESSAGE_BYTES), and a pointer to an object that does not exist. The
+//! first is dead-lettered as too large, the second as missing (the message can never be
+//! handled); the worker survives both.
+
+#[path = "fault_support/mod.rs"]
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
+    let endpoint = shared_endpoint();
+    let sqs = sqs_client(&endpoint).await;
+    let s3 = s3_client(&endpoint).await;
+    let bucket = unique("hostile-s3").replace('_', "-");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let big = mailroom_envelope::MAX_MESSAGE_BYTES + 1024;
+    let mut body = Vec::with_capacity(big);
+    body.extend_from_slice(b"[");
+    body.resize(big - 1, b' ');
+    body.push(b']');
+    s3.put_object()
+        .bucket(&bucket)
+        .key("big")
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+    let pointer = |key: &str| {
+        mailroom_envelope::S3Pointer {
+            bucket: bucket.clone(),
+            key: key.into(),
+        }
+        .to_message_body()
+    };
+    let queue = unique("hostile-s3");
+    let url = create_queue(&sqs, &queue, 10).await;
+    send(&sqs, &url, &[pointer("big"), pointer("missing")]).await;
+
+    let admin = shared_admin_url();
+    let db_name = unique("hostile_s3");
+    let db = fresh_db(&admin, &db_name).await;
+    let dir = temp_dir("hostile-s3");
+    let mut cfg = WorkerConfig::new(&endpoint, &queue, &url, &db);
+    cfg.visibility_timeout_secs = 10;
+    let config = cfg.write(&dir);
+    let mut worker = Worker::start(&config, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while counts(&db).await.map(|c| c.3).unwrap_or(0) < 2 {
+        assert!(worker.alive(), "{}", worker.log_tail());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dead-lettered: {}",
+            worker.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rss_mib = worker.peak_rss_kib() / 1024;
+    let letters = dead_letters(&db).await;
+    let reason = |key: &str| {
+        letters
+            .iter()
+            .find(|(_, b)| *b == pointer(key))
+            .map(|(r, _)| r.clone())
+            .unwrap_or_default()
+    };
+    let too_large = reason("big").to_lowercase();
+    assert!(
+        too_large.contains("large") || too_large.contains("limit") || too_large.contains("bytes"),
+        "the reason says the body is too large: {too_large}"
+    );
+    assert!(
+        reason("missing").to_lowercase().contains("missing")
+            || reason("missing").contains("NoSuchKey")
+            || reason("missing").contains("no such"),
+        "the reason says the object is missing: {}",
+        reason("missing")
+    );
+    assert!(worker.alive());
+    assert!(worker.terminate(15));
+    eprintln!(
+        "peak RSS while refusing a {} MiB body: {rss_mib} MiB",
+        big >> 20
+    );
+    drop_db(&admin, &db_name).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
