@@ -305,6 +305,19 @@ async fn check(path: &std::path::Path) -> ExitCode {
         }
     };
     let mut failed = false;
+    let listen = std::env::var(ENV_TELEMETRY_LISTEN)
+        .ok()
+        .or_else(|| config.telemetry.listen.clone())
+        .filter(|l| !l.is_empty());
+    if let Some(listen) = listen {
+        match telemetry::parse_listen(&listen) {
+            Ok(addr) => println!("ok   telemetry will listen on {addr}"),
+            Err(err) => {
+                println!("FAIL {err}");
+                failed = true;
+            }
+        }
+    }
     let aws = sqs::aws_config(&config.sqs).await;
     let client = sqs::client(&aws);
     for queue in &config.queues {

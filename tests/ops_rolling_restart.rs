@@ -82,6 +82,7 @@ async fn rolling_restarts_lose_and_double_nothing() {
     let sent = producer.await.expect("producer");
     assert!(sent > 100, "a steady stream was sent ({sent} events)");
     assert!(restarts >= 4, "restarted repeatedly ({restarts})");
+    eprintln!("rolling restart: {sent} events sent, {restarts} restarts");
 
     eventually(60, "every event stored", || async {
         count(&db, "select count(*) from mailroom_events").await >= sent as i64

@@ -301,7 +301,11 @@ async fn keep_dead_letters(
         }
         Err(error) => {
             let secs = queue.config.longest_retry_secs();
-            tracing::error!(queue = %queue.queue.name, messages = letters.len(), %error, retry_in_secs = secs, "could not keep dead letters; the messages stay in SQS");
+            let message_ids: Vec<&str> = letters
+                .iter()
+                .map(|(d, _, _)| d.message.message_id.as_str())
+                .collect();
+            tracing::error!(queue = %queue.queue.name, handler = %queue.handler_name, messages = letters.len(), ?message_ids, %error, retry_in_secs = secs, "could not keep dead letters; the messages stay in SQS");
             for (delivery, _, _) in letters {
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
