@@ -84,10 +84,15 @@ async fn rolling_restarts_lose_and_double_nothing() {
     assert!(restarts >= 4, "restarted repeatedly ({restarts})");
     eprintln!("rolling restart: {sent} events sent, {restarts} restarts");
 
+    let stopped = Instant::now();
     eventually(60, "every event stored", || async {
         count(&db, "select count(*) from mailroom_events").await >= sent as i64
     })
     .await;
+    eprintln!(
+        "rolling restart: everything stored {:?} after the stream stopped",
+        stopped.elapsed()
+    );
     let mut conn = db.connect().await;
     let (total, distinct): (i64, i64) =
         sqlx::query_as("select count(*), count(distinct sg_event_id) from mailroom_events")
