@@ -4,7 +4,7 @@
 #
 #   scripts/deploy-restart.sh                         # rolling, every active mailroom@N (systemd)
 #   scripts/deploy-restart.sh --instances 4           # rolling, mailroom@1..4
-#   scripts/deploy-restart.sh --all                   # all at once (systemctl restart mailroom.target)
+#   scripts/deploy-restart.sh --all                   # all at once (one systemctl restart of every unit)
 #   scripts/deploy-restart.sh --upstart --instances 4 # Upstart: mailroom-worker N=1..4
 #   scripts/deploy-restart.sh --ready-url 'http://127.0.0.1:909%i/ready'  # also wait for /ready
 #   scripts/deploy-restart.sh --dry-run ...           # print what would run
