@@ -71,11 +71,17 @@ start_rustack() {
 # LocalStack-core, pinned, in its own virtualenv: slow, but faithful where rustack is not
 # (batch partial failures, StartMessageMoveTask, bodies over 256 KiB).
 ensure_localstack() {
-  LOCALSTACK_PY="$TOOLS_DIR/localstack-$LOCALSTACK_VERSION/bin/python"
-  if [ ! -x "$LOCALSTACK_PY" ]; then
+  # Pins beyond localstack-core's own: newer cbor2 (6.x) and pyOpenSSL (24.3+) removed APIs that
+  # LocalStack 4.9.2 calls at start-up.
+  local pins=("localstack-core[runtime]==$LOCALSTACK_VERSION" "cbor2==5.7.1" "pyopenssl==24.2.1")
+  local venv="$TOOLS_DIR/localstack-$LOCALSTACK_VERSION-r2"
+  LOCALSTACK_PY="$venv/bin/python"
+  if [ ! -x "$LOCALSTACK_PY" ] || [ ! -f "$venv/.complete" ]; then
     log "installing localstack-core $LOCALSTACK_VERSION (once)"
-    python3 -m venv "$TOOLS_DIR/localstack-$LOCALSTACK_VERSION"
-    "$LOCALSTACK_PY" -m pip install -q "localstack-core[runtime]==$LOCALSTACK_VERSION"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$LOCALSTACK_PY" -m pip install -q --disable-pip-version-check "${pins[@]}"
+    touch "$venv/.complete"
   fi
 }
 

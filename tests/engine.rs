@@ -309,3 +309,40 @@ async fn two_workers_on_one_queue_handle_every_message_once() {
     );
     assert_eq!(depth(&sqs, &url).await, (0, 0));
 }
+
+#[tokio::test]
+async fn message_arriving_during_the_last_long_poll_of_a_shutdown_is_released_not_hidden() {
+    let sqs = sqs().await;
+    let name = unique("last-poll");
+    let url = create_queue(&sqs, &name).await;
+    let handler = Recording::done();
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let mut cfg = config(
+        &name,
+        &url,
+        "visibility_timeout_secs = 120\nreceive_loops = 1",
+    );
+    cfg.worker.shutdown_timeout_secs = 10;
+    cfg.queues[0].wait_time_secs = 5;
+    let mut running = start(cfg, handler.clone(), dead).await;
+    // Let the worker's long poll begin on the empty queue, then ask it to stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.signal_stop();
+    // A message arrives while that long poll is still open: SQS hands it to the worker.
+    send_numbered(&sqs, &url, 1).await;
+    let report = running.shutdown().await;
+    assert_eq!(
+        report.released, 1,
+        "the message the last poll brought was released: {report:?}"
+    );
+    assert!(handler.seen().is_empty(), "nothing starts after the stop");
+    // Another consumer gets it at once, not after the 120 s visibility timeout.
+    let out = sqs
+        .receive_message()
+        .queue_url(&url)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.messages.unwrap_or_default().len(), 1);
+}

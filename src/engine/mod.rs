@@ -233,14 +233,19 @@ impl Engine {
             "stopping: no more receives; draining running handlers"
         );
         stop_receiving.cancel();
-        while loops.join_next().await.is_some() {}
         handlers.close();
+        // Receives in flight finish (at most one long poll) while running handlers drain, both
+        // within the shutdown timeout.
         let deadline = config.shutdown_timeout();
         let mut report = ShutdownReport::default();
-        if tokio::time::timeout(deadline, handlers.wait())
-            .await
-            .is_err()
-        {
+        let drained = tokio::time::timeout(deadline, async {
+            while loops.join_next().await.is_some() {}
+            handlers.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            loops.abort_all();
+            while loops.join_next().await.is_some() {}
             report.abandoned = handlers.len();
             tracing::warn!(
                 abandoned = report.abandoned,
@@ -286,6 +291,9 @@ async fn receive_loop(mut l: ReceiveLoop) {
     let cfg = &q.config;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
+        if l.stop.is_cancelled() {
+            return;
+        }
         // Quiet: hold here until resumed or stopped.
         while *l.quiet.borrow() {
             tokio::select! {
@@ -303,10 +311,17 @@ async fn receive_loop(mut l: ReceiveLoop) {
             _ = l.stop.cancelled() => return,
             p = acquire(q, &l.shared.global, cfg.batch_size as usize) => p,
         };
-        let result = tokio::select! {
-            _ = l.stop.cancelled() => return,
-            r = sqs::receive(&l.sqs, &q.queue.url, permits.len() as u32, cfg.wait_time_secs, cfg.visibility_timeout_secs) => r,
-        };
+        // Not cancelled by shutdown: SQS may already have handed messages to this request, and
+        // dropping it would hide them for a whole visibility timeout. It ends within
+        // `wait_time_secs`; what it brings is registered, then released by the shutdown.
+        let result = sqs::receive(
+            &l.sqs,
+            &q.queue.url,
+            permits.len() as u32,
+            cfg.wait_time_secs,
+            cfg.visibility_timeout_secs,
+        )
+        .await;
         l.liveness.bump();
         match result {
             Ok(messages) => {

@@ -245,6 +245,13 @@ pub struct Running {
 }
 
 impl Running {
+    /// Ask the engine to stop now, without waiting; `shutdown` then waits for the drain.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub async fn shutdown(mut self) -> ShutdownReport {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
