@@ -14,6 +14,21 @@ use mailroom::store::Store;
 use mailroom_envelope::{Envelope, Kind, Origin, Source};
 use sqlx::{Connection, PgConnection};
 
+/// (event, bounce_type, status, categories, bounce_classification, pool_name, url_offset_index,
+/// asm_group_id)
+type EventRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<i64>,
+);
+/// (mode, subject, has text, has html, spf)
+type EmailRow = (String, Option<String>, bool, bool, Option<String>);
+
 fn conformance_dir() -> PathBuf {
     let dir = std::env::var("MAILROOM_CONFORMANCE_DIR")
         .map(PathBuf::from)
@@ -141,7 +156,7 @@ async fn documented_events_and_inbound_posts_store_as_documented() {
         .iter()
         .map(|e| e["sg_event_id"].as_str().unwrap().to_string())
         .collect();
-    let rows: Vec<(String, Option<String>, Option<String>, Vec<String>, Option<String>, Option<String>, Option<i32>, Option<i64>)> =
+    let rows: Vec<EventRow> =
         sqlx::query_as(
             "select event, bounce_type, status, categories, bounce_classification, pool_name, url_offset_index, asm_group_id
              from mailroom_events order by array_position($1::text[], sg_event_id)",
@@ -190,7 +205,7 @@ async fn documented_events_and_inbound_posts_store_as_documented() {
     );
     assert_eq!(custom["newsletter"]["newsletter_id"], "1943530");
 
-    let emails: Vec<(String, Option<String>, bool, bool, Option<String>)> = sqlx::query_as(
+    let emails: Vec<EmailRow> = sqlx::query_as(
         "select mode, subject, text_body is not null, html_body is not null, spf from mailroom_inbound_emails order by id",
     )
     .fetch_all(pool)
