@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn write_config(name: &str, text: &str) -> PathBuf {
@@ -14,7 +14,7 @@ fn write_config(name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn check(config: &PathBuf, database_url: Option<&str>) -> (i32, String) {
+fn check(config: &Path, database_url: Option<&str>) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailroom"));
     cmd.args(["--config", config.to_str().unwrap(), "check"])
         .env("AWS_ACCESS_KEY_ID", "test")
