@@ -70,11 +70,14 @@ target/release/mailroom-bench --endpoint "$AWS_ENDPOINT_URL" --database-url "$DA
   echo
   echo "Binaries (release):"
   echo
-  echo '| binary | size |'
-  echo '|---|---:|'
+  echo '| binary | size (ls -l target/release) | stripped |'
+  echo '|---|---:|---:|'
   for b in mailroom mailroom-router; do
-    printf '| %s | %s bytes (%.1f MiB) |\n' "$b" "$(stat -c %s target/release/$b)" \
-      "$(echo "$(stat -c %s target/release/$b) / 1048576" | bc -l)"
+    size=$(stat -c %s "target/release/$b")
+    strip -o "$STACK_DIR/$b.stripped" "target/release/$b" 2>/dev/null || cp "target/release/$b" "$STACK_DIR/$b.stripped"
+    stripped=$(stat -c %s "$STACK_DIR/$b.stripped")
+    awk -v b="$b" -v s="$size" -v t="$stripped" \
+      'BEGIN { printf "| %s | %d bytes (%.1f MiB) | %.1f MiB |\n", b, s, s / 1048576, t / 1048576 }'
   done
 } | tee -a "$OUT"
 
@@ -82,7 +85,7 @@ if [ -z "$QUICK" ] && { [ -z "$ONLY" ] || [[ ",$ONLY," == *",router,"* ]]; }; th
   log "router: cargo bench -p mailroom-router --bench app"
   cargo bench --quiet -p mailroom-router --bench app -- --noplot 2>/dev/null \
     | tee "$STACK_DIR/router-bench.txt" \
-    | awk '/^handle\// {name=$1} /time:/ {sub(/^ +/, ""); print "| " name " | " $0 " |"}' \
+    | awk '/^handle\// {name=$1} match($0, /time: +\[.*\]/) {print "| " name " | " substr($0, RSTART + 6, RLENGTH - 6) " |"}' \
     | { echo; echo "Router (criterion, per request, in-memory sink):"; echo; echo '| case | time [low est high] |'; echo '|---|---|'; cat; } \
     | tee -a "$OUT"
 fi

@@ -145,6 +145,9 @@ impl Env {
             .arg("--config")
             .arg(&config)
             .arg("migrate")
+            // The config names the database; DATABASE_URL would override it.
+            .env_remove("DATABASE_URL")
+            .env_remove("MAILROOM_SQS_ENDPOINT_URL")
             .output()
             .context("mailroom migrate")?;
         if !out.status.success() {
@@ -219,6 +222,8 @@ retry_intervals_secs = [1, 2, 5]
             .arg(config)
             .arg("run")
             .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .env_remove("MAILROOM_SQS_ENDPOINT_URL")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -373,4 +378,25 @@ pub fn stop(child: &mut Child, secs: u64) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Machine-wide CPU (busy, total) jiffies from /proc/stat, to report how busy all cores were.
+pub fn machine_cpu() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = text.lines().next().unwrap_or("");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Busy share of all cores between two [`machine_cpu`] readings, in percent.
+pub fn busy_percent(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let busy = after.0.saturating_sub(before.0) as f64;
+    let total = after.1.saturating_sub(before.1).max(1) as f64;
+    busy / total * 100.0
 }

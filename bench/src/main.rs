@@ -112,7 +112,25 @@ async fn main() -> Result<()> {
         t.inbound,
         t.bytes as f64 / 1048576.0
     );
-    let tuning = WorkerTuning::default();
+    // Tuning overrides, for trade-off runs: BENCH_CONCURRENCY, BENCH_RECEIVE_LOOPS,
+    // BENCH_BATCH_WINDOW_MS, BENCH_MAX_BATCH_MESSAGES, BENCH_MAX_CONNECTIONS.
+    let mut tuning = WorkerTuning::default();
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(v) = var("BENCH_CONCURRENCY") {
+        tuning.concurrency = v as u32;
+    }
+    if let Some(v) = var("BENCH_RECEIVE_LOOPS") {
+        tuning.receive_loops = v as u32;
+    }
+    if let Some(v) = var("BENCH_BATCH_WINDOW_MS") {
+        tuning.batch_window_ms = v;
+    }
+    if let Some(v) = var("BENCH_MAX_BATCH_MESSAGES") {
+        tuning.max_batch_messages = v as u32;
+    }
+    if let Some(v) = var("BENCH_MAX_CONNECTIONS") {
+        tuning.max_connections = v as u32;
+    }
     let mut rows = Vec::new();
     let mut ideal = None;
     let mut worker = None;
@@ -202,10 +220,13 @@ async fn ideal_client(env: &Env, run: &str, msgs: &[data::Message]) -> Result<Ro
     env.fill(&url, msgs).await?;
     let n = msgs.len();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(None::<(Duration, (u64, u64))>));
+    let cpu_before = infra::machine_cpu();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (sqs, url, done) = (env.sqs.clone(), url.clone(), done.clone());
+        let (sqs, url, done, finished) =
+            (env.sqs.clone(), url.clone(), done.clone(), finished.clone());
         tasks.push(tokio::spawn(async move {
             use std::sync::atomic::Ordering;
             while done.load(Ordering::SeqCst) < n && started.elapsed() < LIMIT {
@@ -236,7 +257,12 @@ async fn ideal_client(env: &Env, run: &str, msgs: &[data::Message]) -> Result<Ro
                     .set_entries(Some(entries))
                     .send()
                     .await?;
-                done.fetch_add(got.len(), Ordering::SeqCst);
+                if done.fetch_add(got.len(), Ordering::SeqCst) + got.len() >= n {
+                    finished
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert((started.elapsed(), infra::machine_cpu()));
+                }
             }
             anyhow::Ok(())
         }));
@@ -244,13 +270,20 @@ async fn ideal_client(env: &Env, run: &str, msgs: &[data::Message]) -> Result<Ro
     for t in tasks {
         t.await??;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let (elapsed, cpu_after) = finished
+        .lock()
+        .expect("lock")
+        .unwrap_or_else(|| (started.elapsed(), infra::machine_cpu()));
+    let secs = elapsed.as_secs_f64();
     let events: usize = msgs.iter().map(|m| m.events).sum();
     Ok(Row {
         name: "ideal client (receive 10 + delete batch, 8 loops, no work)".into(),
         msgs_per_s: n as f64 / secs,
         events_per_s: events as f64 / secs,
-        note: format!("{n} msgs in {secs:.2} s"),
+        note: format!(
+            "{n} msgs in {secs:.2} s; all cores {:.0}% busy",
+            infra::busy_percent(cpu_before, cpu_after)
+        ),
         ..Row::default()
     })
 }
@@ -268,6 +301,7 @@ async fn workers(
     env.fill(&url, msgs).await?;
     let db = env.database(run).await?;
     let config = env.config_file(run, &url, &db, tuning)?;
+    let cpu_before = infra::machine_cpu();
     let started = Instant::now();
     let mut children = (0..procs)
         .map(|i| env.spawn_worker(&config, &format!("{run}-{i}.log")))
@@ -276,6 +310,7 @@ async fn workers(
         let mut refs: Vec<&mut std::process::Child> = children.iter_mut().collect();
         infra::wait_stored(&db, t.events, t.inbound, started, LIMIT, &mut refs).await
     };
+    let cpu_after = infra::machine_cpu();
     let (mut cpu, mut rss) = (0.0, 0u64);
     for c in &children {
         cpu += infra::cpu_secs(c.id());
@@ -303,7 +338,8 @@ async fn workers(
         cpu_per_1k: Some(cpu / t.messages as f64 * 1000.0),
         rss_mib: Some(rss as f64 / 1024.0),
         note: format!(
-            "{secs:.2} s; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}",
+            "{secs:.2} s; all cores {:.0}% busy; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}",
+            infra::busy_percent(cpu_before, cpu_after),
             t.inbound,
             if procs > 1 { "; RSS = largest process" } else { "" }
         ),

@@ -346,9 +346,19 @@ pub struct PrivatePostgres {
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// MAILROOM_PG_BIN, else the newest /usr/lib/postgresql/*/bin, else 15's.
 fn pg_bin(name: &str) -> PathBuf {
-    let dir = std::env::var("MAILROOM_PG_BIN").unwrap_or_else(|_| PG_BIN.into());
-    Path::new(&dir).join(name)
+    let dir = std::env::var("MAILROOM_PG_BIN").ok().or_else(|| {
+        let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        versions.sort();
+        versions
+            .last()
+            .map(|v| format!("/usr/lib/postgresql/{v}/bin"))
+    });
+    Path::new(&dir.unwrap_or_else(|| PG_BIN.into())).join(name)
 }
 
 fn is_root() -> bool {
