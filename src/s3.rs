@@ -21,6 +21,14 @@ pub enum FetchError {
     },
     #[error("S3 object s3://{bucket}/{key} is not UTF-8 text")]
     NotText { bucket: String, key: String },
+    /// Larger than any envelope can be: refused before it is read.
+    #[error("S3 object s3://{bucket}/{key} is {size} bytes, over the {max}-byte envelope limit")]
+    TooLarge {
+        bucket: String,
+        key: String,
+        size: u64,
+        max: usize,
+    },
 }
 
 #[derive(Clone)]
@@ -63,17 +71,44 @@ impl Bodies {
                 });
             }
         };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| FetchError::Unavailable {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                reason: e.to_string(),
-            })?
-            .into_bytes();
-        String::from_utf8(bytes.to_vec()).map_err(|_| FetchError::NotText { bucket, key })
+        let max = mailroom_envelope::MAX_MESSAGE_BYTES;
+        let declared = out.content_length().unwrap_or(0).max(0) as u64;
+        if declared > max as u64 {
+            return Err(FetchError::TooLarge {
+                bucket,
+                key,
+                size: declared,
+                max,
+            });
+        }
+        // Read chunk by chunk, never past the limit, whatever the declared length said.
+        let mut body = out.body;
+        let mut bytes = Vec::with_capacity(declared as usize);
+        loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > max {
+                        let size = (bytes.len() + chunk.len()) as u64;
+                        return Err(FetchError::TooLarge {
+                            bucket,
+                            key,
+                            size,
+                            max,
+                        });
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(FetchError::Unavailable {
+                        bucket,
+                        key,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        String::from_utf8(bytes).map_err(|_| FetchError::NotText { bucket, key })
     }
 
     /// Remove an object whose message is deleted. A failure leaves an orphan object (the

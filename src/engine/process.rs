@@ -139,9 +139,9 @@ async fn open(
         Decoded::Pointer(pointer) => {
             let text = shared.bodies.fetch(&pointer).await.map_err(|e| match e {
                 FetchError::Unavailable { .. } => Outcome::transient(e.to_string()),
-                FetchError::Missing { .. } | FetchError::NotText { .. } => {
-                    Outcome::dead_letter(e.to_string())
-                }
+                FetchError::Missing { .. }
+                | FetchError::NotText { .. }
+                | FetchError::TooLarge { .. } => Outcome::dead_letter(e.to_string()),
             })?;
             match decode(&text) {
                 Ok(Decoded::Envelope(envelope)) => Ok((envelope, Some(pointer))),

@@ -269,6 +269,8 @@ pub async fn fresh_db(admin_url: &str, name: &str) -> String {
         .args(["--config"])
         .arg(&cfg)
         .arg("migrate")
+        // The config names the fresh database; an exported DATABASE_URL would win over it.
+        .env_remove("DATABASE_URL")
         .output()
         .expect("run mailroom migrate");
     assert!(
