@@ -85,7 +85,7 @@ if [ -z "$QUICK" ] && { [ -z "$ONLY" ] || [[ ",$ONLY," == *",router,"* ]]; }; th
   log "router: cargo bench -p mailroom-router --bench app"
   cargo bench --quiet -p mailroom-router --bench app -- --noplot 2>/dev/null \
     | tee "$STACK_DIR/router-bench.txt" \
-    | awk '/^handle\// {name=$1} match($0, /time: +\[.*\]/) {print "| " name " | " substr($0, RSTART + 6, RLENGTH - 6) " |"}' \
+    | awk '/^handle\// {name=$1} /%/ {next} match($0, /time: +\[.*\]/) {print "| " name " | " substr($0, RSTART + 6, RLENGTH - 6) " |"}' \
     | { echo; echo "Router (criterion, per request, in-memory sink):"; echo; echo '| case | time [low est high] |'; echo '|---|---|'; cat; } \
     | tee -a "$OUT"
 fi
