@@ -308,6 +308,33 @@ pub async fn wait_stored(
     }
 }
 
+/// Like [`wait_stored`], but a run that does not finish within `limit` is not an error: returns
+/// (elapsed, events stored, inbound stored, finished) so a slow peer's rate can still be given.
+pub async fn wait_stored_partial(
+    url: &str,
+    events: usize,
+    inbound: usize,
+    since: Instant,
+    limit: Duration,
+    child: &mut Child,
+) -> Result<(Duration, usize, usize, bool)> {
+    let mut conn = PgConnection::connect(url).await?;
+    loop {
+        let (e, _, i, _) = counts(&mut conn).await?;
+        let (e, i) = (e as usize, i as usize);
+        if e >= events && i >= inbound {
+            return Ok((since.elapsed(), e, i, true));
+        }
+        if since.elapsed() > limit {
+            return Ok((since.elapsed(), e, i, false));
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("process exited early ({status}) with {e}/{events} events stored");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// CPU seconds (user + system) of a live process, from /proc/<pid>/stat.
 pub fn cpu_secs(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
