@@ -40,6 +40,18 @@ ensure_postgres() {
   export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 }
 
+# Databases the test suite creates, one per test, dropped by each test when it ends; a test that
+# failed half-way leaves its own behind. Dropped before a run so they never pile up.
+drop_leftover_test_databases() {
+  local names
+  names=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+    "select datname from pg_database where datname ~ '^(e2e|conformance|legacy|check_ok|mailroom_ops|fault|hostile)_'") || return 0
+  for db in $names; do
+    psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null || true
+  done
+  [ -z "$names" ] || log "dropped $(echo "$names" | wc -l) test database(s) left by an earlier failed run"
+}
+
 # rustack (crates.io rustack-cli, SQS + S3), pinned, built once and cached in $TOOLS_DIR.
 ensure_rustack() {
   RUSTACK="$TOOLS_DIR/rustack-$RUSTACK_VERSION/bin/rustack"

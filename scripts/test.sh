@@ -20,6 +20,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "services"
 ensure_postgres
+drop_leftover_test_databases
 start_rustack
 
 step "systemd-analyze (tests/ops_systemd.rs verifies the units with it)"
