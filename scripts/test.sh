@@ -48,4 +48,12 @@ if [ -z "${MAILROOM_SKIP_LOCALSTACK:-}" ]; then
   cargo test --quiet --test localstack -- --ignored
   cargo test --quiet --test ops_localstack -- --ignored
 fi
+# A short fuzz of every decoder (crashes fail the run). libFuzzer needs nightly and cargo-fuzz:
+# where they are not installed this step says so and is skipped; scripts/fuzz.sh installs them.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' && command -v cargo-fuzz >/dev/null 2>&1; then
+  step "fuzz smoke (${MAILROOM_FUZZ_SECS:-10} s per decoder)"
+  FUZZ_SECS="${MAILROOM_FUZZ_SECS:-10}" scripts/fuzz.sh
+else
+  log "fuzz smoke skipped: no nightly toolchain or cargo-fuzz here (scripts/fuzz.sh installs them)"
+fi
 log "all green"
