@@ -150,7 +150,8 @@ pub async fn insert_events<'e>(
         marketing_campaign_name.push(sanitize_opt(e.marketing_campaign_name.as_deref()));
         pool_name.push(sanitize_opt(e.pool_name.as_deref()));
         pool_id.push(e.pool_id);
-        payload.push(sanitize_json(&e.raw).into_owned());
+        // Borrowed unless it holds a NUL: no copy of the event's JSON per row.
+        payload.push(sqlx::types::Json(sanitize_json(&e.raw)));
         sqs_message_id.push(sanitize(r.sqs_message_id).into_owned());
         queue.push(sanitize(r.queue).into_owned());
         received_at.push(r.received_at);
