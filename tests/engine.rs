@@ -159,20 +159,20 @@ async fn heartbeat_keeps_a_slow_message_from_being_redelivered() {
     let name = unique("heartbeat");
     let url = create_queue(&sqs, &name).await;
     send_numbered(&sqs, &url, 1).await;
-    let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_secs(6));
+    let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_secs(8));
     let dead = Arc::new(MemoryDeadLetters::default());
     let running = start(
         config(
             &name,
             &url,
-            "visibility_timeout_secs = 2\nheartbeat_secs = 1",
+            "visibility_timeout_secs = 3\nheartbeat_secs = 1",
         ),
         handler.clone(),
         dead,
     )
     .await;
     eventually(10, "the worker received it", || running.inflight.len() == 1).await;
-    // While the handler runs three visibility timeouts long, nobody else can receive it.
+    // While the handler runs for more than two visibility timeouts, nobody else can receive it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut stolen = 0;
     while tokio::time::Instant::now() < deadline {
@@ -185,7 +185,7 @@ async fn heartbeat_keeps_a_slow_message_from_being_redelivered() {
             .unwrap();
         stolen += out.messages.unwrap_or_default().len();
     }
-    eventually(10, "handled", || !handler.seen().is_empty()).await;
+    eventually(15, "handled", || !handler.seen().is_empty()).await;
     running.shutdown().await;
     assert_eq!(
         stolen, 0,

@@ -459,12 +459,17 @@ async fn batcher(
 }
 
 /// Extend the visibility of long-running messages, batched through the acker.
+const HEARTBEAT_TICK: Duration = Duration::from_millis(250);
+
 async fn heartbeat(
     shared: Arc<Shared>,
     stop: CancellationToken,
     liveness: crate::notify::Liveness,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A message is extended at the first tick after its heartbeat period has passed, so a tick
+    // well under the shortest period (1 s) keeps that lateness small next to the visibility
+    // timeout left. Each tick only walks the in-flight registry.
+    let mut tick = tokio::time::interval(HEARTBEAT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
