@@ -1,10 +1,10 @@
-//! The events insert on its own: one UNNEST statement for any batch size, duplicates (in the
-//! batch and already stored) skipped, and it shares the caller's transaction.
+//! The events insert on its own: UNNEST statements of bounded size for any batch size,
+//! duplicates (in the batch and already stored) skipped, and it shares the caller's transaction.
 
 #[path = "data/store/support.rs"]
 mod support;
 
-use mailroom::store::{insert_events, EventRecord};
+use mailroom::store::{insert_events, EventRecord, EVENTS_PER_STATEMENT};
 use mailroom_sendgrid::parse_events;
 use sqlx::PgPool;
 use support::*;
@@ -25,9 +25,13 @@ async fn duplicates_are_skipped_and_counted_out(pool: PgPool) {
         })
         .collect();
     assert_eq!(records.len(), 14 + 6);
-    assert_eq!(insert_events(&pool, &records).await.expect("insert"), 16);
-    assert_eq!(insert_events(&pool, &records).await.expect("again"), 0);
-    assert_eq!(insert_events(&pool, &[]).await.expect("empty"), 0);
+    let mut conn = pool.acquire().await.expect("conn");
+    assert_eq!(
+        insert_events(&mut conn, &records).await.expect("insert"),
+        16
+    );
+    assert_eq!(insert_events(&mut conn, &records).await.expect("again"), 0);
+    assert_eq!(insert_events(&mut conn, &[]).await.expect("empty"), 0);
     assert_eq!(count(&pool, "mailroom_events").await, 16);
 }
 
@@ -44,15 +48,18 @@ async fn a_rolled_back_transaction_stores_nothing(pool: PgPool) {
         })
         .collect();
     let mut tx = pool.begin().await.expect("begin");
-    assert_eq!(insert_events(&mut *tx, &records).await.expect("insert"), 14);
+    assert_eq!(insert_events(&mut tx, &records).await.expect("insert"), 14);
     tx.rollback().await.expect("rollback");
     assert_eq!(count(&pool, "mailroom_events").await, 0);
 }
 
+/// 10,000 events go in chunks of EVENTS_PER_STATEMENT; a duplicate that lands in another chunk
+/// than its first occurrence is still skipped, and the chunks share the transaction.
 #[sqlx::test(migrations = "./migrations")]
-async fn ten_thousand_events_in_one_statement(pool: PgPool) {
+async fn ten_thousand_events_in_bounded_statements_one_transaction(pool: PgPool) {
+    const { assert!(EVENTS_PER_STATEMENT < 5_000, "the batch below spans chunks") };
     let body: Vec<serde_json::Value> = (0..10_000)
-        .map(|i| serde_json::json!({"event": "delivered", "sg_event_id": format!("e{i}"), "email": "x@example.com"}))
+        .map(|i| serde_json::json!({"event": "delivered", "sg_event_id": format!("e{}", i % 9_000), "email": "x@example.com"}))
         .collect();
     let events = parse_events(&serde_json::to_vec(&body).expect("json")).expect("parses");
     let records: Vec<EventRecord<'_>> = events
@@ -64,10 +71,20 @@ async fn ten_thousand_events_in_one_statement(pool: PgPool) {
             received_at: None,
         })
         .collect();
+    let mut tx = pool.begin().await.expect("begin");
     assert_eq!(
-        insert_events(&pool, &records).await.expect("insert"),
-        10_000
+        insert_events(&mut tx, &records).await.expect("insert"),
+        9_000
     );
+    tx.rollback().await.expect("rollback");
+    assert_eq!(count(&pool, "mailroom_events").await, 0);
+
+    let mut conn = pool.acquire().await.expect("conn");
+    assert_eq!(
+        insert_events(&mut conn, &records).await.expect("insert"),
+        9_000
+    );
+    assert_eq!(count(&pool, "mailroom_events").await, 9_000);
 }
 
 /// Applications look events up by the send API's message id, a prefix of `sg_message_id`.
@@ -107,7 +124,8 @@ async fn an_unrepresentable_timestamp_is_stored_as_null(pool: PgPool) {
         queue: QUEUE,
         received_at: None,
     }];
-    assert_eq!(insert_events(&pool, &records).await.expect("insert"), 1);
+    let mut conn = pool.acquire().await.expect("conn");
+    assert_eq!(insert_events(&mut conn, &records).await.expect("insert"), 1);
     let (occurred_at, ts): (Option<chrono::DateTime<chrono::Utc>>, serde_json::Value) =
         sqlx::query_as("SELECT occurred_at, payload->'timestamp' FROM mailroom_events")
             .fetch_one(&pool)
@@ -115,4 +133,52 @@ async fn an_unrepresentable_timestamp_is_stored_as_null(pool: PgPool) {
             .expect("row");
     assert_eq!(occurred_at, None);
     assert_eq!(ts, serde_json::json!(-8_000_000_000_000_000_i64));
+}
+
+/// Categories travel as Postgres array literals; every element must read back exactly, however
+/// it is spelled, and in order.
+#[sqlx::test(migrations = "./migrations")]
+async fn categories_read_back_exactly_whatever_they_hold(pool: PgPool) {
+    let tricky = [
+        "q\"x",
+        "back\\slash",
+        "",
+        "NULL",
+        "{,}",
+        " padded ",
+        "ünï €",
+        "a\u{0}b",
+    ];
+    let body = serde_json::json!([
+        {"event": "open", "sg_event_id": "evt-tricky", "category": tricky},
+        {"event": "open", "sg_event_id": "evt-none"},
+        {"event": "open", "sg_event_id": "evt-empty", "category": []},
+    ]);
+    let events = parse_events(&serde_json::to_vec(&body).expect("json")).expect("parses");
+    let records: Vec<EventRecord<'_>> = events
+        .iter()
+        .map(|event| EventRecord {
+            event,
+            sqs_message_id: "m-1",
+            queue: QUEUE,
+            received_at: None,
+        })
+        .collect();
+    let mut conn = pool.acquire().await.expect("conn");
+    assert_eq!(insert_events(&mut conn, &records).await.expect("insert"), 3);
+    let rows: Vec<(String, Vec<String>)> =
+        sqlx::query_as("SELECT sg_event_id, categories FROM mailroom_events ORDER BY sg_event_id")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    let mut expected: Vec<String> = tricky.iter().map(|s| s.to_string()).collect();
+    expected[7] = "ab".into(); // NUL is removed, as from every text column
+    assert_eq!(
+        rows,
+        vec![
+            ("evt-empty".to_string(), vec![]),
+            ("evt-none".to_string(), vec![]),
+            ("evt-tricky".to_string(), expected),
+        ]
+    );
 }

@@ -613,7 +613,7 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
                     })
                     .collect();
                 let mut tx = pool.begin().await?;
-                insert_events(&mut *tx, &records).await?;
+                insert_events(&mut tx, &records).await?;
                 tx.commit().await?;
                 Ok(())
             }

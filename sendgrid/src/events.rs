@@ -6,11 +6,12 @@
 //! dead-letters the batch whole.
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::Event;
+use crate::{Event, EventJson};
 
 /// Why an Event Webhook body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -39,22 +40,35 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Parses an Event Webhook body: a JSON array of event objects (a lone object is a batch of one).
+///
+/// Each element is read as borrowed JSON text first and parsed into a `Value` only while its
+/// typed fields are taken out, so at most one element is ever held parsed; the event keeps its
+/// text ([`EventJson`]).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, EventsError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| EventsError::NotJson(e.to_string()))?;
-    let items = match value {
-        Value::Array(items) => items,
-        Value::Object(_) => vec![value],
-        other => return Err(EventsError::NotABatch(kind_of(&other))),
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| parse_one(index, item))
-        .collect()
+    let not_json = |e: serde_json::Error| EventsError::NotJson(e.to_string());
+    let whole: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    match whole.get().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(not_json)?;
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| parse_one(index, item))
+                .collect()
+        }
+        Some(b'{') => Ok(vec![parse_one(0, whole)?]),
+        _ => {
+            let value: Value = serde_json::from_str(whole.get()).map_err(not_json)?;
+            Err(EventsError::NotABatch(kind_of(&value)))
+        }
+    }
 }
 
-fn parse_one(index: usize, item: Value) -> Result<Event, EventsError> {
+fn parse_one(index: usize, text: &RawValue) -> Result<Event, EventsError> {
+    // A RawValue's text is validated JSON syntax; parsing it into a Value also decodes every
+    // string escape, which rejects a lone surrogate (Postgres would too).
+    let item: Value = serde_json::from_str(text.get())
+        .map_err(|e| EventsError::NotJson(format!("event at index {index}: {e}")))?;
     let Value::Object(obj) = &item else {
         return Err(EventsError::NotAnObject {
             index,
@@ -66,7 +80,7 @@ fn parse_one(index: usize, item: Value) -> Result<Event, EventsError> {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(EventsError::EventNotString { index }),
     };
-    let sg_event_id = match text(obj, "sg_event_id") {
+    let sg_event_id = match text_field(obj, "sg_event_id") {
         Some(id) if !id.is_empty() => id,
         _ => synthetic_id(&item),
     };
@@ -75,36 +89,36 @@ fn parse_one(index: usize, item: Value) -> Result<Event, EventsError> {
     Ok(Event {
         sg_event_id,
         event,
-        email: text(obj, "email"),
+        email: text_field(obj, "email"),
         occurred_at: obj.get("timestamp").and_then(timestamp),
-        sg_message_id: text(obj, "sg_message_id"),
-        smtp_id: text(obj, "smtp-id"),
+        sg_message_id: text_field(obj, "sg_message_id"),
+        smtp_id: text_field(obj, "smtp-id"),
         categories: categories(obj.get("category")),
-        reason: text(obj, "reason"),
-        status: text(obj, "status"),
-        response: text(obj, "response"),
+        reason: text_field(obj, "reason"),
+        status: text_field(obj, "status"),
+        response: text_field(obj, "response"),
         attempt: int(obj.get("attempt")).and_then(|n| i32::try_from(n).ok()),
-        bounce_type: text(obj, "type"),
-        bounce_classification: text(obj, "bounce_classification"),
-        url: text(obj, "url"),
+        bounce_type: text_field(obj, "type"),
+        bounce_classification: text_field(obj, "bounce_classification"),
+        url: text_field(obj, "url"),
         url_offset_index: url_offset
             .and_then(|o| int(o.get("index")))
             .and_then(|n| i32::try_from(n).ok()),
-        useragent: text(obj, "useragent"),
-        ip: text(obj, "ip"),
+        useragent: text_field(obj, "useragent"),
+        ip: text_field(obj, "ip"),
         tls: boolean(obj.get("tls")),
         sg_machine_open: boolean(obj.get("sg_machine_open")),
         asm_group_id: int(obj.get("asm_group_id")),
         marketing_campaign_id: int(obj.get("marketing_campaign_id")),
-        marketing_campaign_name: text(obj, "marketing_campaign_name"),
-        pool_name: pool.and_then(|p| text(p, "name")),
+        marketing_campaign_name: text_field(obj, "marketing_campaign_name"),
+        pool_name: pool.and_then(|p| text_field(p, "name")),
         pool_id: pool.and_then(|p| int(p.get("id"))),
-        raw: item,
+        raw: EventJson(text.to_owned()),
     })
 }
 
 /// A string field; numbers are accepted as their decimal text.
-fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
+fn text_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -225,6 +239,38 @@ mod tests {
         assert_eq!(a[0].sg_event_id, b[0].sg_event_id);
         assert!(a[0].sg_event_id.starts_with("synthetic:"));
         assert_eq!(a[0].sg_event_id.len(), "synthetic:".len() + 64);
+    }
+
+    #[test]
+    fn raw_keeps_each_event_text_exactly_whatever_the_spacing() {
+        let body = b" \n[ {\"event\" : \"open\", \"n\": 1.50} ,\t{\"event\":\"click\"} ]\n";
+        let events = parse_events(body).unwrap();
+        assert_eq!(events[0].raw.as_str(), r#"{"event" : "open", "n": 1.50}"#);
+        assert_eq!(events[1].raw.as_str(), r#"{"event":"click"}"#);
+        let lone = parse_events(b" {\"event\":\"open\"} ").unwrap();
+        assert_eq!(lone[0].raw.as_str(), r#"{"event":"open"}"#);
+        assert_eq!(lone[0].raw.to_value()["event"], "open");
+    }
+
+    #[test]
+    fn not_a_batch_names_what_it_got() {
+        assert_eq!(
+            parse_events(b" 42 ").unwrap_err(),
+            EventsError::NotABatch("a number")
+        );
+        assert_eq!(
+            parse_events(b"\"x\"").unwrap_err(),
+            EventsError::NotABatch("a string")
+        );
+        assert!(matches!(
+            parse_events(b"[{\"event\":\"open\"} trailing"),
+            Err(EventsError::NotJson(_))
+        ));
+        // A lone surrogate is valid JSON syntax but no text; Postgres would reject it too.
+        assert!(matches!(
+            parse_events(br#"[{"event":"open","x":"\ud800"}]"#),
+            Err(EventsError::NotJson(_))
+        ));
     }
 
     #[test]

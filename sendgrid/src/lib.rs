@@ -71,8 +71,43 @@ pub struct Event {
     pub pool_name: Option<String>,
     /// `pool.id`, a number or a numeric string in the payload.
     pub pool_id: Option<i64>,
-    /// The event object exactly as SendGrid sent it (custom args are flattened into it).
-    pub raw: serde_json::Value,
+    /// The event object exactly as SendGrid sent it (custom args are flattened into it), kept
+    /// as its JSON text.
+    pub raw: EventJson,
+}
+
+/// An event object's JSON text, exactly as it was in the batch (validated, not re-serialized).
+///
+/// Kept as text rather than a `serde_json::Value` because a parsed value costs several times its
+/// text in memory (a map node, a key `String` and a 32-byte `Value` per field), and the worker
+/// holds every event of a batch until its transaction commits; the store hands this text to
+/// Postgres as it is.
+#[derive(Debug, Clone)]
+pub struct EventJson(Box<serde_json::value::RawValue>);
+
+impl EventJson {
+    /// The JSON text of the event object.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The JSON text as a [`RawValue`](serde_json::value::RawValue), which serializes verbatim.
+    pub fn as_raw(&self) -> &serde_json::value::RawValue {
+        &self.0
+    }
+
+    /// The event object parsed (for callers that want to look inside it).
+    pub fn to_value(&self) -> serde_json::Value {
+        // The text was parsed once already, so this cannot fail; Null would only hide a bug.
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for EventJson {
+    /// Same JSON value, whatever the spacing or key order.
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str() || self.to_value() == other.to_value()
+    }
 }
 
 /// How Inbound Parse posted the email.

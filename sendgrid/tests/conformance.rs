@@ -143,8 +143,8 @@ fn documented_event_examples() {
         .as_deref()
         .unwrap()
         .starts_with("Mozilla/5.0 (iPhone"));
-    assert_eq!(c.raw["unique_arg_key"], "unique_arg_value");
-    assert_eq!(c.raw["newsletter"]["newsletter_id"], "1943530");
+    assert_eq!(c.raw.to_value()["unique_arg_key"], "unique_arg_value");
+    assert_eq!(c.raw.to_value()["newsletter"]["newsletter_id"], "1943530");
 
     let r = &events[3];
     assert_eq!(r.event, "bounce");

@@ -38,6 +38,10 @@ pub struct SendgridHandlerConfig {
     /// exact body, or it is dead-lettered. Messages in the legacy `body-json` shape cannot be
     /// verified (their body was re-serialized by API Gateway), so enable this only once all
     /// traffic goes through mailroom-router.
+    ///
+    /// The signature's age is not checked here, on purpose: the router checks it against the
+    /// time of the request, while the worker may handle a message hours later (a backlog, a
+    /// Postgres outage, retries), and an age check then would dead-letter genuine events.
     #[serde(default)]
     pub event_webhook_public_key: Option<String>,
 }
@@ -206,7 +210,7 @@ impl SendgridHandler {
             })
             .flatten()
             .collect();
-        let inserted = insert_events(&mut *tx, &events).await?;
+        let inserted = insert_events(&mut tx, &events).await?;
 
         let mut emails = 0usize;
         for (job, d) in items {

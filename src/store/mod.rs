@@ -26,7 +26,7 @@ pub mod inbound;
 
 pub use dead_letters::keep_dead_letters;
 pub use errors::{classify, classify_sqlstate, ErrorClass, StoreError};
-pub use events::{insert_events, EventRecord};
+pub use events::{insert_events, EventRecord, EVENTS_PER_STATEMENT};
 pub use inbound::{dedup_key, insert_inbound, InboundRecord};
 
 /// The migrations in `migrations/`, embedded at build time.
@@ -142,8 +142,28 @@ pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// [`sanitize`] for optional text columns.
-pub(crate) fn sanitize_opt(s: Option<&str>) -> Option<String> {
-    s.map(|s| sanitize(s).into_owned())
+pub(crate) fn sanitize_opt(s: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    s.map(sanitize)
+}
+
+/// [`sanitize_json`] for JSON kept as text: Postgres's `jsonb` rejects the escape `\u0000`,
+/// so only text that holds it is parsed, cleaned and re-serialized; anything else is bound as
+/// it is, with no copy. (A literal `\\u0000`, an escaped backslash, takes the slow path too and
+/// comes out unchanged.)
+pub fn sanitize_raw_json(
+    raw: &serde_json::value::RawValue,
+) -> std::borrow::Cow<'_, serde_json::value::RawValue> {
+    use std::borrow::Cow;
+    if !raw.get().contains("\\u0000") {
+        return Cow::Borrowed(raw);
+    }
+    let cleaned = serde_json::from_str::<serde_json::Value>(raw.get())
+        .ok()
+        .and_then(|v| serde_json::to_string(&sanitize_json(&v)).ok())
+        .and_then(|text| serde_json::value::RawValue::from_string(text).ok());
+    // Unparseable text cannot reach here (decoders validate it); if it did, Postgres would
+    // reject it with a clear error, which dead-letters the message.
+    cleaned.map_or(Cow::Borrowed(raw), Cow::Owned)
 }
 
 /// [`sanitize`] every string (and object key) inside a JSON value, for `jsonb` columns.
@@ -188,6 +208,24 @@ mod tests {
             *sanitize_json(&v),
             serde_json::json!({"k": ["xy", 1, {"z": ""}]})
         );
+    }
+
+    #[test]
+    fn sanitize_raw_json_removes_escaped_nul_and_borrows_otherwise() {
+        use serde_json::value::RawValue;
+        let clean = RawValue::from_string(r#"{"a": "b"}"#.into()).unwrap();
+        assert!(matches!(
+            sanitize_raw_json(&clean),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let nul = RawValue::from_string(r#"{"k\u0000": ["x\u0000y", 1]}"#.into()).unwrap();
+        let out: serde_json::Value = serde_json::from_str(sanitize_raw_json(&nul).get()).unwrap();
+        assert_eq!(out, serde_json::json!({"k": ["xy", 1]}));
+        // An escaped backslash before "u0000" is not a NUL: the text keeps its meaning.
+        let not_nul = RawValue::from_string(r#"{"a": "\\u0000"}"#.into()).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_str(sanitize_raw_json(&not_nul).get()).unwrap();
+        assert_eq!(out, serde_json::json!({"a": "\\u0000"}));
     }
 
     #[test]
