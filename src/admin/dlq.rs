@@ -85,7 +85,10 @@ pub async fn peek(ctx: &Ctx, queue: &str, max: usize) -> Result<()> {
         print_message(m);
     }
     if let Err(e) = released {
-        eprintln!("mailroom: warning: {e:#}; the messages reappear after {PEEK_HOLD_SECS} s");
+        eprintln!(
+            "mailroom: warning: {}; the messages reappear after {PEEK_HOLD_SECS} s",
+            crate::cli::error_text(&e)
+        );
     }
     Ok(())
 }
@@ -169,7 +172,10 @@ pub async fn redrive(ctx: &Ctx, queue: &str, method: Method, max: Option<usize>)
                 return Ok(());
             }
             Err(e) if method == Method::Auto => {
-                eprintln!("mailroom: StartMessageMoveTask not available ({e:#}); copying instead");
+                eprintln!(
+                    "mailroom: StartMessageMoveTask not available ({}); copying instead",
+                    crate::cli::error_text(&e)
+                );
             }
             Err(e) => return Err(e),
         }
