@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn write_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(common::unique(name));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir(name);
     let path = dir.join("mailroom.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -93,10 +92,9 @@ fn unreachable_sqs_and_postgres_each_get_a_fail_line() {
 #[tokio::test]
 async fn a_reachable_setup_passes() {
     let sqs = common::sqs().await;
-    let name = common::unique("check-ok");
-    let url = common::create_queue(&sqs, &name).await;
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = common::unique_dashed("check-ok");
+    let url = common::create_queue(&sqs, &name, 30, None).await;
+    let admin_url = common::admin_url();
     // A schema check needs a migrated database: migrate a fresh one first.
     let db = name.replace('-', "_");
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
@@ -106,7 +104,7 @@ async fn a_reachable_setup_passes() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let db_url = format!("{}/{db}", &admin_url[..admin_url.rfind('/').unwrap()]);
+    let db_url = common::db_url(&admin_url, &db);
     let config = write_config(
         "check-ok",
         &format!(

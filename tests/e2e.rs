@@ -14,17 +14,6 @@ use mailroom_router::{App, AwsSink, Config as RouterConfig};
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn db_url(name: &str) -> String {
-    let base = admin_url();
-    let cut = base.rfind('/').expect("DATABASE_URL has a database name");
-    format!("{}/{name}", &base[..cut])
-}
-
 /// POST over a plain HTTP/1.1 connection; returns the status code.
 async fn post(addr: std::net::SocketAddr, path: &str, content_type: &str, body: &[u8]) -> u16 {
     let mut stream = tokio::net::TcpStream::connect(addr)
@@ -65,11 +54,11 @@ async fn post_to_router_lands_in_postgres_once() {
             .force_path_style(true)
             .build(),
     );
-    let events_q = common::unique("e2e-events");
-    let inbound_q = common::unique("e2e-inbound");
-    let events_url = common::create_queue(&sqs, &events_q).await;
-    let inbound_url = common::create_queue(&sqs, &inbound_q).await;
-    let bucket = common::unique("e2e-bodies");
+    let events_q = common::unique_dashed("e2e-events");
+    let inbound_q = common::unique_dashed("e2e-inbound");
+    let events_url = common::create_queue(&sqs, &events_q, 30, None).await;
+    let inbound_url = common::create_queue(&sqs, &inbound_q, 30, None).await;
+    let bucket = common::unique_dashed("e2e-bodies");
     s3.create_bucket()
         .bucket(&bucket)
         .send()
@@ -77,13 +66,14 @@ async fn post_to_router_lands_in_postgres_once() {
         .expect("create bucket");
 
     // A fresh database, migrated by the binary.
-    let db = common::unique("e2e").replace('-', "_");
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
+    let db = common::unique("e2e");
+    let admin_url = common::admin_url();
+    let mut admin = PgConnection::connect(&admin_url).await.expect("postgres");
     sqlx::query(&format!("CREATE DATABASE {db}"))
         .execute(&mut admin)
         .await
         .unwrap();
-    let database_url = db_url(&db);
+    let database_url = common::db_url(&admin_url, &db);
     let dir = std::env::temp_dir().join(&db);
     std::fs::create_dir_all(&dir).unwrap();
     let config_path = dir.join("mailroom.toml");

@@ -14,8 +14,8 @@ use mailroom::handler::Outcome;
 #[tokio::test]
 async fn handled_message_is_deleted() {
     let sqs = sqs().await;
-    let name = unique("handled");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("handled");
+    let url = create_queue(&sqs, &name, 30, None).await;
     send_numbered(&sqs, &url, 3).await;
     let handler = Recording::done();
     let dead = Arc::new(MemoryDeadLetters::default());
@@ -35,8 +35,8 @@ async fn handled_message_is_deleted() {
 #[tokio::test]
 async fn failing_message_returns_after_its_retry_interval_then_is_dead_lettered() {
     let sqs = sqs().await;
-    let name = unique("retry");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("retry");
+    let url = create_queue(&sqs, &name, 30, None).await;
     send_numbered(&sqs, &url, 1).await;
     let handler = Recording::new(
         Arc::new(|_| Outcome::retry("downstream said no")),
@@ -91,8 +91,8 @@ async fn failing_message_returns_after_its_retry_interval_then_is_dead_lettered(
 #[tokio::test]
 async fn dead_letter_outcome_is_kept_then_deleted() {
     let sqs = sqs().await;
-    let name = unique("dlq");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("dlq");
+    let url = create_queue(&sqs, &name, 30, None).await;
     sqs.send_message()
         .queue_url(&url)
         .message_body("this is not an envelope")
@@ -124,8 +124,8 @@ async fn dead_letter_outcome_is_kept_then_deleted() {
 #[tokio::test]
 async fn panicking_handler_is_a_retry_not_a_crash() {
     let sqs = sqs().await;
-    let name = unique("panic");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("panic");
+    let url = create_queue(&sqs, &name, 30, None).await;
     send_numbered(&sqs, &url, 1).await;
     let handler = Recording::new(
         Arc::new(|job| {
@@ -156,8 +156,8 @@ async fn panicking_handler_is_a_retry_not_a_crash() {
 #[tokio::test]
 async fn heartbeat_keeps_a_slow_message_from_being_redelivered() {
     let sqs = sqs().await;
-    let name = unique("heartbeat");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("heartbeat");
+    let url = create_queue(&sqs, &name, 30, None).await;
     send_numbered(&sqs, &url, 1).await;
     let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_secs(8));
     let dead = Arc::new(MemoryDeadLetters::default());
@@ -198,8 +198,8 @@ async fn heartbeat_keeps_a_slow_message_from_being_redelivered() {
 #[tokio::test]
 async fn in_flight_never_exceeds_the_queue_concurrency() {
     let sqs = sqs().await;
-    let name = unique("backpressure");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("backpressure");
+    let url = create_queue(&sqs, &name, 30, None).await;
     send_numbered(&sqs, &url, 30).await;
     let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_millis(300));
     let dead = Arc::new(MemoryDeadLetters::default());
@@ -238,8 +238,8 @@ async fn in_flight_never_exceeds_the_queue_concurrency() {
 #[tokio::test]
 async fn shutdown_releases_unfinished_messages_for_another_worker_at_once() {
     let sqs = sqs().await;
-    let name = unique("release");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("release");
+    let url = create_queue(&sqs, &name, 30, None).await;
     send_numbered(&sqs, &url, 4).await;
     // Handlers far slower than the shutdown timeout: they will be abandoned and released.
     let slow = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_secs(60));
@@ -273,8 +273,8 @@ async fn shutdown_releases_unfinished_messages_for_another_worker_at_once() {
 #[tokio::test]
 async fn two_workers_on_one_queue_handle_every_message_once() {
     let sqs = sqs().await;
-    let name = unique("two-workers");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("two-workers");
+    let url = create_queue(&sqs, &name, 30, None).await;
     send_numbered(&sqs, &url, 200).await;
     let a = Recording::done();
     let b = Recording::done();
@@ -313,8 +313,8 @@ async fn two_workers_on_one_queue_handle_every_message_once() {
 #[tokio::test]
 async fn message_arriving_during_the_last_long_poll_of_a_shutdown_is_released_not_hidden() {
     let sqs = sqs().await;
-    let name = unique("last-poll");
-    let url = create_queue(&sqs, &name).await;
+    let name = unique_dashed("last-poll");
+    let url = create_queue(&sqs, &name, 30, None).await;
     let handler = Recording::done();
     let dead = Arc::new(MemoryDeadLetters::default());
     let mut cfg = config(

@@ -4,22 +4,21 @@
 //! timeout and is stored again idempotently: at the end every event is stored exactly once
 //! (rows == distinct sg_event_ids == sent) and nothing is dead-lettered.
 
-#[path = "fault_support/mod.rs"]
-mod support;
+mod fault_support;
 
 use std::time::Duration;
 
+use fault_support::*;
 use rand::Rng;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_at_random_points_stores_every_event_exactly_once() {
     let kills = if long() { 10 } else { 3 };
-    let endpoint = shared_endpoint();
+    let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let queue = unique("fault-kill");
-    let url = create_queue(&sqs, &queue, 3).await;
-    let admin = shared_admin_url();
+    let url = create_queue(&sqs, &queue, 3, None).await;
+    let admin = admin_url();
     let db_name = unique("fault_kill");
     let db = fresh_db(&admin, &db_name).await;
 
@@ -50,7 +49,7 @@ async fn kill9_at_random_points_stores_every_event_exactly_once() {
     cfg.visibility_timeout_secs = 3;
     cfg.heartbeat_secs = 1;
     let config = cfg.write(&dir);
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
     for k in 0..kills {
         let wait = rand::rng().random_range(150..1200);
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -60,7 +59,7 @@ async fn kill9_at_random_points_stores_every_event_exactly_once() {
             worker.log_tail()
         );
         worker.kill9();
-        worker = Worker::start(&config, k + 1);
+        worker = Worker::start_numbered(&config, k + 1);
     }
     let sent = sender.await.unwrap() as i64;
     wait_stored(&db, sent, 0, 90, &mut worker).await;

@@ -6,27 +6,26 @@
 //!   test's own database and role): messages stay in SQS (not deleted, not dead-lettered), the
 //!   log says why, and after GRANT they are stored.
 
-#[path = "fault_support/mod.rs"]
-mod support;
+mod fault_support;
 
 use std::time::{Duration, Instant};
 
+use fault_support::*;
 use mailroom_envelope::Kind;
 use sqlx::{Connection, PgConnection};
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_and_stopped_mid_run_loses_and_doubles_nothing() {
     let pg = PrivatePostgres::start();
     let admin = pg.admin_url();
     let db = fresh_db(&admin, "faultpg").await;
-    let endpoint = shared_endpoint();
+    let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let queue = unique("fault-pg");
-    let url = create_queue(&sqs, &queue, 5).await;
+    let url = create_queue(&sqs, &queue, 5, None).await;
     let dir = temp_dir("fault-pg");
     let config = WorkerConfig::new(&endpoint, &queue, &url, &db).write(&dir);
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
 
     let mut sent = 0usize;
     let mut batch = |n: usize| {
@@ -90,7 +89,7 @@ fn url_as(admin_url: &str, role: &str, db: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_insert_keeps_messages_in_sqs_until_granted() {
-    let admin = shared_admin_url();
+    let admin = admin_url();
     let db_name = unique("fault_grant");
     let db = fresh_db(&admin, &db_name).await;
     let role = unique("mailroom_limited");
@@ -104,16 +103,16 @@ async fn revoked_insert_keeps_messages_in_sqs_until_granted() {
         sqlx::query(&sql).execute(&mut owner).await.unwrap();
     }
 
-    let endpoint = shared_endpoint();
+    let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let queue = unique("fault-grant");
-    let url = create_queue(&sqs, &queue, 5).await;
+    let url = create_queue(&sqs, &queue, 5, None).await;
     let (bodies, events) = event_messages("grant", 6, 4);
     send(&sqs, &url, &bodies).await;
     let dir = temp_dir("fault-grant");
     let config =
         WorkerConfig::new(&endpoint, &queue, &url, &url_as(&admin, &role, &db_name)).write(&dir);
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
 
     // Several attempts (retry interval 2 s) while INSERT is revoked.
     let deadline = Instant::now() + Duration::from_secs(20);

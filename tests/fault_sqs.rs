@@ -4,12 +4,11 @@
 //! proves: the worker backs off instead of crashing or spinning, logs once when SQS goes away
 //! and once when it answers again (not once per failed poll), and resumes by itself.
 
-#[path = "fault_support/mod.rs"]
-mod support;
+mod fault_support;
 
 use std::time::Duration;
 
-use support::*;
+use fault_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_server_restarted_mid_run_worker_backs_off_and_resumes() {
@@ -17,8 +16,8 @@ async fn sqs_server_restarted_mid_run_worker_backs_off_and_resumes() {
     let endpoint = rustack.endpoint();
     let sqs = sqs_client(&endpoint).await;
     let queue = unique("fault-sqs");
-    let url = create_queue(&sqs, &queue, 5).await;
-    let admin = shared_admin_url();
+    let url = create_queue(&sqs, &queue, 5, None).await;
+    let admin = admin_url();
     let db_name = unique("fault_sqs");
     let db = fresh_db(&admin, &db_name).await;
     let dir = temp_dir("fault-sqs");
@@ -26,7 +25,7 @@ async fn sqs_server_restarted_mid_run_worker_backs_off_and_resumes() {
     // 4 receive loops, so "once per state change" is not an accident of there being one.
     cfg.extra_queue = "receive_loops = 4".into();
     let config = cfg.write(&dir);
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
 
     let (first, first_events) = event_messages("sqs-a", 30, 3);
     send(&sqs, &url, &first).await;
@@ -44,7 +43,7 @@ async fn sqs_server_restarted_mid_run_worker_backs_off_and_resumes() {
     let outage_log = worker.log_text();
 
     rustack.start_again();
-    let url_again = create_queue(&sqs, &queue, 5).await;
+    let url_again = create_queue(&sqs, &queue, 5, None).await;
     assert_eq!(url_again, url, "same queue URL after the restart");
     let (second, second_events) = event_messages("sqs-b", 30, 3);
     send(&sqs, &url, &second).await;

@@ -4,23 +4,22 @@
 //! the same messages out again and a second handler blocks behind the first. When the lock is
 //! released both deliveries write: the duplicate writes no second row, and the queue drains.
 
-#[path = "fault_support/mod.rs"]
-mod support;
+mod fault_support;
 
 use std::time::{Duration, Instant};
 
+use fault_support::*;
 use sqlx::{Connection, PgConnection};
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visibility_expiry_mid_handler_redelivery_writes_no_second_row() {
-    let admin = shared_admin_url();
+    let admin = admin_url();
     let db_name = unique("fault_vis");
     let db = fresh_db(&admin, &db_name).await;
-    let endpoint = shared_endpoint();
+    let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let queue = unique("fault-vis");
-    let url = create_queue(&sqs, &queue, 1).await;
+    let url = create_queue(&sqs, &queue, 1, None).await;
     let dir = temp_dir("fault-vis");
     let mut cfg = WorkerConfig::new(&endpoint, &queue, &url, &db);
     cfg.visibility_timeout_secs = 1;
@@ -37,7 +36,7 @@ async fn visibility_expiry_mid_handler_redelivery_writes_no_second_row() {
 
     let (bodies, events) = event_messages("vis", 5, 10);
     send(&sqs, &url, &bodies).await;
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
 
     // Wait until at least two transactions of the worker are blocked on the lock: the first
     // delivery's and the redelivery's.

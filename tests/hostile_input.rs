@@ -6,11 +6,10 @@
 //! recoverable (unknown or lying charsets), is stored; the worker keeps running, memory stays
 //! bounded, and the queue drains.
 
-#[path = "fault_support/mod.rs"]
-mod support;
+mod fault_support;
 
+use fault_support::*;
 use mailroom_envelope::Kind;
-use support::*;
 
 const FORM: &str = "multipart/form-data; boundary=xYzZY";
 
@@ -180,11 +179,11 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_messages_are_dead_lettered_with_a_reason_or_stored_and_the_worker_survives() {
-    let endpoint = shared_endpoint();
+    let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let queue = unique("hostile");
-    let url = create_queue(&sqs, &queue, 10).await;
-    let admin = shared_admin_url();
+    let url = create_queue(&sqs, &queue, 10, None).await;
+    let admin = admin_url();
     let db_name = unique("hostile");
     let db = fresh_db(&admin, &db_name).await;
     let dir = temp_dir("hostile");
@@ -201,7 +200,7 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_or_stored_and_the_work
     let (good, good_events) = event_messages("after-hostile", 1, 3);
     send(&sqs, &url, &bodies).await;
     send(&sqs, &url, &good).await;
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
 
     let dead_expected = cases.iter().filter(|c| c.dead_reason.is_some()).count() as i64;
     let stored_expected = cases.iter().filter(|c| c.dead_reason.is_none()).count() as i64;

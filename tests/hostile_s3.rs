@@ -3,14 +3,13 @@
 //! first is dead-lettered as too large, the second as missing (the message can never be
 //! handled); the worker survives both.
 
-#[path = "fault_support/mod.rs"]
-mod support;
+mod fault_support;
 
-use support::*;
+use fault_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
-    let endpoint = shared_endpoint();
+    let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let s3 = s3_client(&endpoint).await;
     let bucket = unique("hostile-s3").replace('_', "-");
@@ -35,17 +34,17 @@ async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
         .to_message_body()
     };
     let queue = unique("hostile-s3");
-    let url = create_queue(&sqs, &queue, 10).await;
+    let url = create_queue(&sqs, &queue, 10, None).await;
     send(&sqs, &url, &[pointer("big"), pointer("missing")]).await;
 
-    let admin = shared_admin_url();
+    let admin = admin_url();
     let db_name = unique("hostile_s3");
     let db = fresh_db(&admin, &db_name).await;
     let dir = temp_dir("hostile-s3");
     let mut cfg = WorkerConfig::new(&endpoint, &queue, &url, &db);
     cfg.visibility_timeout_secs = 10;
     let config = cfg.write(&dir);
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while counts(&db).await.map(|c| c.3).unwrap_or(0) < 2 {
         assert!(worker.alive(), "{}", worker.log_tail());
@@ -93,7 +92,7 @@ async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
 /// refuses by the declared length before reading, and never reads past the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_s3_body_is_refused_before_it_is_read() {
-    let endpoint = shared_endpoint();
+    let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let s3 = s3_client(&endpoint).await;
     let bucket = unique("hostile-s3-big").replace('_', "-");
@@ -110,19 +109,19 @@ async fn oversized_s3_body_is_refused_before_it_is_read() {
         .await
         .unwrap();
     let queue = unique("hostile-s3-big");
-    let url = create_queue(&sqs, &queue, 10).await;
+    let url = create_queue(&sqs, &queue, 10, None).await;
     let pointer = mailroom_envelope::S3Pointer {
         bucket: bucket.clone(),
         key: "big".into(),
     }
     .to_message_body();
     send(&sqs, &url, &[pointer]).await;
-    let admin = shared_admin_url();
+    let admin = admin_url();
     let db_name = unique("hostile_s3_big");
     let db = fresh_db(&admin, &db_name).await;
     let dir = temp_dir("hostile-s3-big");
     let config = WorkerConfig::new(&endpoint, &queue, &url, &db).write(&dir);
-    let mut worker = Worker::start(&config, 0);
+    let mut worker = Worker::start_numbered(&config, 0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while counts(&db).await.map(|c| c.3).unwrap_or(0) < 1 {
         assert!(worker.alive(), "{}", worker.log_tail());

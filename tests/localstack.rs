@@ -21,8 +21,8 @@ fn localstack() -> String {
 #[ignore = "needs LocalStack; run by scripts/test.sh with --ignored"]
 async fn acker_reports_the_one_bad_entry_of_a_batch_and_deletes_the_rest() {
     let client = Client::new(&common::sdk_config(&localstack()).await);
-    let name = common::unique("partial");
-    let url = common::create_queue(&client, &name).await;
+    let name = common::unique_dashed("partial");
+    let url = common::create_queue(&client, &name, 30, None).await;
     common::send_numbered(&client, &url, 3).await;
     let mut receipts = Vec::new();
     for _ in 0..10 {
@@ -84,8 +84,8 @@ async fn engine_deletes_after_success_on_localstack_too() {
     // The same path as tests/engine.rs, on the more faithful server.
     std::env::set_var("AWS_ENDPOINT_URL", localstack());
     let client = Client::new(&common::sdk_config(&localstack()).await);
-    let name = common::unique("ls-engine");
-    let url = common::create_queue(&client, &name).await;
+    let name = common::unique_dashed("ls-engine");
+    let url = common::create_queue(&client, &name, 30, None).await;
     common::send_numbered(&client, &url, 12).await;
     let handler = common::Recording::done();
     let dead = std::sync::Arc::new(common::MemoryDeadLetters::default());

@@ -78,9 +78,9 @@ async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<(String, Option<Stri
 async fn stats_peek_redrive_purge() {
     let sqs = sqs().await;
     let name = unique("admin");
-    let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), None).await;
+    let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), 30, None).await;
     let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-    let url = create_queue(&sqs, &name, Some(&dlq_arn)).await;
+    let url = create_queue(&sqs, &name, 30, Some(&dlq_arn)).await;
     let dir = temp_dir("ops-admin");
     let config = write_config(&dir, "postgres://unused/x", &[(&name, &url)], "");
 
@@ -146,7 +146,7 @@ async fn stats_peek_redrive_purge() {
     assert_eq!(depth(&sqs, &url).await.0, 2, "nothing purged");
     let (status, out, err) = mailroom(&config, &["queues", "purge", &name, "--yes"]);
     assert!(status.success(), "{out}{err}");
-    eventually(10, "queue purged", || async {
+    eventually_async(10, "queue purged", || async {
         depth(&sqs, &url).await == (0, 0)
     })
     .await;
@@ -157,7 +157,7 @@ async fn stats_peek_redrive_purge() {
 async fn send_puts_what_the_engine_decodes() {
     let sqs = sqs().await;
     let name = unique("send");
-    let url = create_queue(&sqs, &name, None).await;
+    let url = create_queue(&sqs, &name, 30, None).await;
     let dir = temp_dir("ops-send");
     let config = write_config(&dir, "postgres://unused/x", &[(&name, &url)], "");
     let file = dir.join("events.json");
@@ -189,7 +189,7 @@ async fn send_puts_what_the_engine_decodes() {
 async fn replay_stores_fixed_dead_letters_and_keeps_the_rest() {
     let sqs = sqs().await;
     let name = unique("replay");
-    let url = create_queue(&sqs, &name, None).await;
+    let url = create_queue(&sqs, &name, 30, None).await;
     let db = TestDb::create().await;
     let dir = temp_dir("ops-replay");
     let config = write_config(&dir, &db.url, &[(&name, &url)], "");

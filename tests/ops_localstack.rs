@@ -19,9 +19,9 @@ async fn redrive_uses_start_message_move_task_where_sqs_has_it() {
     let endpoint = localstack();
     let sqs = sqs_at(&endpoint).await;
     let name = unique("movetask");
-    let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), None).await;
+    let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), 30, None).await;
     let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-    let url = create_queue(&sqs, &name, Some(&dlq_arn)).await;
+    let url = create_queue(&sqs, &name, 30, Some(&dlq_arn)).await;
     for i in 0..3 {
         sqs.send_message()
             .queue_url(&dlq_url)
@@ -38,7 +38,7 @@ async fn redrive_uses_start_message_move_task_where_sqs_has_it() {
     );
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("(StartMessageMoveTask)"), "{out}");
-    eventually(30, "messages back on the queue", || async {
+    eventually_async(30, "messages back on the queue", || async {
         depth(&sqs, &url).await.0 == 3 && depth(&sqs, &dlq_url).await == (0, 0)
     })
     .await;

@@ -31,7 +31,7 @@ fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
 async fn metrics_move_and_readiness_follows_state() {
     let sqs = sqs().await;
     let name = unique("metrics");
-    let url = create_queue(&sqs, &name, None).await;
+    let url = create_queue(&sqs, &name, 30, None).await;
     let db = TestDb::create().await;
     let dir = temp_dir("ops-metrics");
     let port = free_port();
@@ -44,7 +44,7 @@ async fn metrics_move_and_readiness_follows_state() {
     migrate(&config);
     let mut worker = Worker::start(&config, dir.join("worker.log"), &[]);
     worker.wait_log("\"receiving\"", 30).await;
-    eventually(15, "/ready 200", || async {
+    eventually_async(15, "/ready 200", || async {
         matches!(http_get(port, "/ready").await, Some((200, _)))
     })
     .await;
@@ -62,12 +62,12 @@ async fn metrics_move_and_readiness_follows_state() {
             .expect("send");
         ids.extend(batch);
     }
-    eventually(30, "10 events stored", || async {
+    eventually_async(30, "10 events stored", || async {
         count(&db, "select count(*) from mailroom_events").await == 10
     })
     .await;
     let q = format!("queue=\"{name}\"");
-    eventually(15, "counters moved", || async {
+    eventually_async(15, "counters moved", || async {
         let Some((200, text)) = http_get(port, "/metrics").await else {
             return false;
         };
@@ -95,19 +95,19 @@ async fn metrics_move_and_readiness_follows_state() {
     );
 
     worker.signal("USR1");
-    eventually(10, "/ready 503 while quiet", || async {
+    eventually_async(10, "/ready 503 while quiet", || async {
         matches!(http_get(port, "/ready").await, Some((503, body)) if body.contains("quiet"))
     })
     .await;
     assert_eq!(http_get(port, "/health").await.map(|r| r.0), Some(200));
     worker.signal("USR2");
-    eventually(10, "/ready 200 after resume", || async {
+    eventually_async(10, "/ready 200 after resume", || async {
         matches!(http_get(port, "/ready").await, Some((200, _)))
     })
     .await;
 
     db.drop_db().await;
-    eventually(20, "/ready 503 naming postgres", || async {
+    eventually_async(20, "/ready 503 naming postgres", || async {
         matches!(http_get(port, "/ready").await, Some((503, body)) if body.contains("postgres"))
     })
     .await;

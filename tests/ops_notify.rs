@@ -14,7 +14,7 @@ use ops_support::*;
 async fn ready_then_watchdog_then_stopping_and_exit_0() {
     let sqs = sqs().await;
     let name = unique("notify");
-    let url = create_queue(&sqs, &name, None).await;
+    let url = create_queue(&sqs, &name, 30, None).await;
     let db = TestDb::create().await;
     let dir = temp_dir("ops-notify");
     let config = write_config(&dir, &db.url, &[(&name, &url)], "");

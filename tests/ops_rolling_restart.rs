@@ -18,7 +18,7 @@ const EVENTS_PER_MESSAGE: usize = 3;
 async fn rolling_restarts_lose_and_double_nothing() {
     let sqs = sqs().await;
     let name = unique("rolling");
-    let url = create_queue(&sqs, &name, None).await;
+    let url = create_queue(&sqs, &name, 30, None).await;
     let db = TestDb::create().await;
     let dir = temp_dir("ops-rolling");
     let config = write_config(&dir, &db.url, &[(&name, &url)], "");
@@ -85,7 +85,7 @@ async fn rolling_restarts_lose_and_double_nothing() {
     eprintln!("rolling restart: {sent} events sent, {restarts} restarts");
 
     let stopped = Instant::now();
-    eventually(60, "every event stored", || async {
+    eventually_async(60, "every event stored", || async {
         count(&db, "select count(*) from mailroom_events").await >= sent as i64
     })
     .await;
@@ -103,7 +103,7 @@ async fn rolling_restarts_lose_and_double_nothing() {
     assert_eq!(distinct, sent as i64, "none twice");
     let dead: i64 = count(&db, "select count(*) from mailroom_dead_letters").await;
     assert_eq!(dead, 0, "nothing dead-lettered");
-    eventually(20, "queue drained", || async {
+    eventually_async(20, "queue drained", || async {
         depth(&sqs, &url).await == (0, 0)
     })
     .await;

@@ -100,10 +100,9 @@ fn units_pass_systemd_analyze_verify() {
         eprintln!("systemd-analyze not installed: verify skipped");
         return;
     }
-    let dir = std::env::temp_dir().join(ops_support::unique("ops-units"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = ops_support::temp_dir("ops-units");
     for name in ["mailroom.service", "mailroom@.service", "mailroom.target"] {
-        let text = unit(name).replace("/usr/local/bin/mailroom", ops_support::BIN);
+        let text = unit(name).replace("/usr/local/bin/mailroom", ops_support::MAILROOM);
         std::fs::write(dir.join(name), &text).expect("copy");
         if name == "mailroom@.service" {
             std::fs::write(dir.join("mailroom@1.service"), &text).expect("instance copy");

@@ -5,25 +5,29 @@
 mod support;
 
 use mailroom::store::{insert_events, EventRecord, EVENTS_PER_STATEMENT};
-use mailroom_sendgrid::parse_events;
+use mailroom_sendgrid::{parse_events, Event};
 use sqlx::PgPool;
 use support::*;
 
-#[sqlx::test(migrations = "./migrations")]
-async fn duplicates_are_skipped_and_counted_out(pool: PgPool) {
-    let events = parse_events(&fixture("events_all_types.json")).expect("fixture parses");
-    let dup = parse_events(&fixture("events_duplicate_ids.json")).expect("fixture parses");
-    let records: Vec<EventRecord<'_>> = events
+/// Each event as from one SQS message `m-1` on the test queue.
+fn records(events: &[Event]) -> Vec<EventRecord<'_>> {
+    events
         .iter()
-        .chain(&dup)
-        .chain(&dup)
         .map(|event| EventRecord {
             event,
             sqs_message_id: "m-1",
             queue: QUEUE,
             received_at: None,
         })
-        .collect();
+        .collect()
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn duplicates_are_skipped_and_counted_out(pool: PgPool) {
+    let events = parse_events(&fixture("events_all_types.json")).expect("fixture parses");
+    let dup = parse_events(&fixture("events_duplicate_ids.json")).expect("fixture parses");
+    let all: Vec<Event> = events.iter().chain(&dup).chain(&dup).cloned().collect();
+    let records = records(&all);
     assert_eq!(records.len(), 14 + 6);
     let mut conn = pool.acquire().await.expect("conn");
     assert_eq!(
@@ -38,15 +42,7 @@ async fn duplicates_are_skipped_and_counted_out(pool: PgPool) {
 #[sqlx::test(migrations = "./migrations")]
 async fn a_rolled_back_transaction_stores_nothing(pool: PgPool) {
     let events = parse_events(&fixture("events_all_types.json")).expect("fixture parses");
-    let records: Vec<EventRecord<'_>> = events
-        .iter()
-        .map(|event| EventRecord {
-            event,
-            sqs_message_id: "m-1",
-            queue: QUEUE,
-            received_at: None,
-        })
-        .collect();
+    let records = records(&events);
     let mut tx = pool.begin().await.expect("begin");
     assert_eq!(insert_events(&mut tx, &records).await.expect("insert"), 14);
     tx.rollback().await.expect("rollback");
@@ -62,15 +58,7 @@ async fn ten_thousand_events_in_bounded_statements_one_transaction(pool: PgPool)
         .map(|i| serde_json::json!({"event": "delivered", "sg_event_id": format!("e{}", i % 9_000), "email": "x@example.com"}))
         .collect();
     let events = parse_events(&serde_json::to_vec(&body).expect("json")).expect("parses");
-    let records: Vec<EventRecord<'_>> = events
-        .iter()
-        .map(|event| EventRecord {
-            event,
-            sqs_message_id: "m-1",
-            queue: QUEUE,
-            received_at: None,
-        })
-        .collect();
+    let records = records(&events);
     let mut tx = pool.begin().await.expect("begin");
     assert_eq!(
         insert_events(&mut tx, &records).await.expect("insert"),
@@ -155,15 +143,7 @@ async fn categories_read_back_exactly_whatever_they_hold(pool: PgPool) {
         {"event": "open", "sg_event_id": "evt-empty", "category": []},
     ]);
     let events = parse_events(&serde_json::to_vec(&body).expect("json")).expect("parses");
-    let records: Vec<EventRecord<'_>> = events
-        .iter()
-        .map(|event| EventRecord {
-            event,
-            sqs_message_id: "m-1",
-            queue: QUEUE,
-            received_at: None,
-        })
-        .collect();
+    let records = records(&events);
     let mut conn = pool.acquire().await.expect("conn");
     assert_eq!(insert_events(&mut conn, &records).await.expect("insert"), 3);
     let rows: Vec<(String, Vec<String>)> =

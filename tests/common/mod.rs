@@ -1,135 +1,39 @@
-//! Shared set-up for the integration tests: a real SQS-compatible server (rustack, started by
-//! scripts/test.sh; its URL in AWS_ENDPOINT_URL) and, where needed, the real Postgres.
+//! Set-up for the tests that run the engine in-process (`tests/engine.rs`, `tests/localstack.rs`)
+//! and for `tests/cli_check.rs` and `tests/e2e.rs`: a real SQS-compatible server (rustack,
+//! started by scripts/test.sh; its URL in AWS_ENDPOINT_URL) and, where needed, the real Postgres.
+//! The helpers every kind of test shares come from `tests/support`, re-exported here.
 #![allow(dead_code)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[allow(unused_imports)] // each test crate uses a different part
+pub use support::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
-use chrono::Utc;
 use mailroom::config::Config;
 use mailroom::engine::{Controls, Engine, EngineParts, ShutdownReport};
 use mailroom::handler::{BoxFuture, DeadLetter, DeadLetterSink, Handler, Job, Outcome, Registry};
 use mailroom::s3::Bodies;
-use mailroom_envelope::{Envelope, Kind, Origin, Source};
+use mailroom_envelope::Kind;
 
-pub fn endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
-}
-
-pub fn set_aws_env() {
-    for (k, v) in [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        if std::env::var(k).is_err() {
-            // Tests set the same values; racing writes are identical.
-            unsafe_free_set_var(k, v);
-        }
-    }
-}
-
-fn unsafe_free_set_var(k: &str, v: &str) {
-    // std::env::set_var is safe on edition 2021.
-    std::env::set_var(k, v);
-}
-
-pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    set_aws_env();
-    let sqs = mailroom::config::SqsConfig {
-        endpoint_url: Some(endpoint.to_string()),
-        region: Some("us-east-1".into()),
-        ..Default::default()
-    };
-    mailroom::sqs::aws_config(&sqs).await
-}
-
-pub async fn sqs() -> Client {
-    Client::new(&sdk_config(&endpoint()).await)
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        Utc::now().timestamp_micros() % 1_000_000
-    )
-}
-
-pub async fn create_queue(client: &Client, name: &str) -> String {
-    client
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, "30")
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url")
-}
-
-pub fn envelope(kind: Kind, body: &[u8]) -> Envelope {
-    Envelope {
-        origin: Origin::Router {
-            version: mailroom_envelope::ENVELOPE_VERSION,
-        },
-        kind,
-        received_at: Some(Utc::now()),
-        source: Some(Source {
-            path: "/sendgrid/events".into(),
-            stage: None,
-            request_id: Some("test".into()),
-        }),
-        headers: vec![("content-type".into(), "application/json".into())],
-        content_type: Some("application/json".into()),
-        body: body.to_vec(),
-        queue_url: None,
-    }
-}
-
-/// Send `n` router envelopes whose bodies are `{"n": i}`; returns the bodies' indices.
+/// Send `n` router envelopes whose bodies are `{"n": i}`.
 pub async fn send_numbered(client: &Client, url: &str, n: usize) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
-        let entries = chunk
-            .iter()
-            .map(|i| {
-                let body = mailroom_envelope::encode(&envelope(
-                    Kind::Events,
-                    format!("{{\"n\":{i}}}").as_bytes(),
-                ));
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .message_body(body)
-                    .build()
-                    .unwrap()
-            })
-            .collect::<Vec<_>>();
-        let out = client
-            .send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert!(out.failed.is_empty(), "send failed: {:?}", out.failed);
-    }
-}
-
-/// Messages visible + in flight + delayed.
-pub async fn depth(client: &Client, url: &str) -> (u64, u64) {
-    let attrs = mailroom::sqs::attributes(client, url).await.unwrap();
-    let get = |k: &str| attrs.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (
-        get("ApproximateNumberOfMessages"),
-        get("ApproximateNumberOfMessagesNotVisible"),
-    )
+    let bodies: Vec<String> = (0..n)
+        .map(|i| {
+            envelope(
+                Kind::Events,
+                "application/json",
+                format!("{{\"n\":{i}}}").as_bytes(),
+            )
+        })
+        .collect();
+    send(client, url, &bodies).await;
 }
 
 /// What a test handler does with each job.
@@ -289,17 +193,5 @@ pub async fn start(
         stop: Some(tx),
         task,
         inflight,
-    }
-}
-
-/// Poll `cond` every 100 ms for at most `secs`.
-pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs}s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -7,73 +7,42 @@
 //!   Postgres cluster (initdb in a temp dir, own port) when the test stops or restarts Postgres.
 //!
 //! Every wait is bounded; every process started here is stopped on drop.
+//!
+//! The helpers every kind of test shares (names, clients, queues, databases, the worker process)
+//! come from `tests/support`, re-exported here.
 #![allow(dead_code)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[allow(unused_imports)] // each test crate uses a different part
+pub use support::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
-use chrono::Utc;
-use mailroom_envelope::{Envelope, Kind, Origin, Source};
+use mailroom_envelope::Kind;
 use sqlx::{Connection, PgConnection};
-
-pub const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
 
 /// Long variants (more repetitions, longer loads) run with MAILROOM_LONG_FAULTS=1.
 pub fn long() -> bool {
     std::env::var("MAILROOM_LONG_FAULTS").is_ok_and(|v| v == "1")
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A name unique to this process and call, safe for queues, databases and roles.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        Utc::now().timestamp_micros() % 1_000_000
-    )
-}
-
-pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(prefix));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-pub fn set_aws_env() {
-    for (k, v) in [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        if std::env::var(k).is_err() {
-            std::env::set_var(k, v);
-        }
-    }
-}
-
-pub fn shared_endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
-}
-
-pub async fn sqs_client(endpoint: &str) -> Client {
+/// SDK defaults for `endpoint` (the shared rustack or a private one).
+fn aws_at(endpoint: &str) -> aws_config::ConfigLoader {
     set_aws_env();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
+}
+
+/// An SQS client whose calls give up sooner than the worker's (30 s per operation, 2
+/// attempts), for tests that kill the server.
+pub async fn sqs_client(endpoint: &str) -> Client {
+    let aws = aws_at(endpoint)
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .operation_timeout(Duration::from_secs(30))
@@ -86,73 +55,11 @@ pub async fn sqs_client(endpoint: &str) -> Client {
 }
 
 pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    set_aws_env();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
+    let aws = aws_at(endpoint).load().await;
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&aws)
             .force_path_style(true)
             .build(),
-    )
-}
-
-pub async fn create_queue(client: &Client, name: &str, visibility_secs: u32) -> String {
-    client
-        .create_queue()
-        .queue_name(name)
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility_secs.to_string(),
-        )
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url")
-}
-
-/// Send bodies, 10 per batch. Panics on any failure.
-pub async fn send(client: &Client, url: &str, bodies: &[String]) {
-    for (c, chunk) in bodies.chunks(10).enumerate() {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{c}x{i}"))
-                    .message_body(b)
-                    .build()
-                    .unwrap()
-            })
-            .collect::<Vec<_>>();
-        let out = client
-            .send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("send batch");
-        assert!(out.failed.is_empty(), "send failed: {:?}", out.failed);
-    }
-}
-
-/// Messages (visible, in flight) on a queue.
-pub async fn depth(client: &Client, url: &str) -> (u64, u64) {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
-        .await
-        .expect("queue attributes");
-    let attrs = out.attributes.unwrap_or_default();
-    let get = |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
     )
 }
 
@@ -170,26 +77,6 @@ pub async fn wait_drained(client: &Client, url: &str, secs: u64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// A router envelope around `body`, as mailroom-router writes it.
-pub fn envelope(kind: Kind, content_type: &str, body: &[u8]) -> String {
-    mailroom_envelope::encode(&Envelope {
-        origin: Origin::Router {
-            version: mailroom_envelope::ENVELOPE_VERSION,
-        },
-        kind,
-        received_at: Some(Utc::now()),
-        source: Some(Source {
-            path: "/sendgrid/test".into(),
-            stage: None,
-            request_id: Some("fault-test".into()),
-        }),
-        headers: vec![("content-type".into(), content_type.into())],
-        content_type: Some(content_type.into()),
-        body: body.to_vec(),
-        queue_url: None,
-    })
 }
 
 /// An Event Webhook batch of `count` events with ids `{prefix}-{first..first+count}`.
@@ -226,36 +113,10 @@ pub fn event_messages(prefix: &str, messages: usize, per_message: usize) -> (Vec
 
 // ---------------------------------------------------------------- Postgres
 
-pub fn shared_admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// The URL of database `db` on the server of `admin_url`.
-pub fn db_url(admin_url: &str, db: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url, String::new()),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| scheme_end + i)
-        .unwrap_or(base.len());
-    format!("{}/{db}{query}", &base[..host_end])
-}
-
 /// Create database `name` on the server of `admin_url` and apply the migrations with
 /// `mailroom migrate`. Returns its URL.
 pub async fn fresh_db(admin_url: &str, name: &str) -> String {
-    let mut admin = PgConnection::connect(admin_url)
-        .await
-        .expect("connect admin");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let url = db_url(admin_url, name);
+    let url = create_db(admin_url, name).await;
     let dir = temp_dir("migrate");
     let cfg = dir.join("m.toml");
     std::fs::write(
@@ -265,29 +126,9 @@ pub async fn fresh_db(admin_url: &str, name: &str) -> String {
         ),
     )
     .unwrap();
-    let out = Command::new(MAILROOM)
-        .args(["--config"])
-        .arg(&cfg)
-        .arg("migrate")
-        // The config names the fresh database; an exported DATABASE_URL would win over it.
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run mailroom migrate");
-    assert!(
-        out.status.success(),
-        "mailroom migrate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate(&cfg);
     let _ = std::fs::remove_dir_all(dir);
     url
-}
-
-pub async fn drop_db(admin_url: &str, name: &str) {
-    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
 }
 
 /// (event rows, distinct sg_event_ids, inbound rows, dead letters); None while unreachable.
@@ -616,91 +457,5 @@ batch_window_ms = {window}
         );
         std::fs::write(&path, text).unwrap();
         path
-    }
-}
-
-/// A `mailroom run` child process; its stderr (JSON log lines) goes to a file. Killed on drop.
-pub struct Worker {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Worker {
-    /// Start `mailroom run`; `n` numbers the log file so restarts keep earlier logs.
-    pub fn start(config: &Path, n: usize) -> Self {
-        let log = config.with_file_name(format!("worker-{n}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(MAILROOM)
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .env_remove("DATABASE_URL")
-            .env_remove("MAILROOM_SQS_ENDPOINT_URL")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn mailroom run");
-        Self { child, log }
-    }
-
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, no chance to release or flush anything.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait (bounded) for a clean exit; returns whether it exited 0.
-    pub fn terminate(&mut self, secs: u64) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill9();
-        false
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Peak RSS (VmHWM) in KiB, while alive.
-    pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if self.alive() {
-            self.kill9();
-        }
     }
 }

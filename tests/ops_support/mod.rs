@@ -1,101 +1,22 @@
 //! Shared set-up for the operations tests (`tests/ops_*.rs`): the real `mailroom` binary, a
 //! fresh Postgres database per test (migrated with `mailroom migrate`), rustack queues, and a
 //! tiny HTTP/1.0 client for the telemetry endpoints. Every wait is bounded.
+//!
+//! The helpers every kind of test shares (names, clients, queues, databases, the worker process)
+//! come from `tests/support`, re-exported here.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+#[path = "../support/mod.rs"]
+mod support;
 
-use aws_sdk_sqs::types::QueueAttributeName;
+#[allow(unused_imports)] // each test crate uses a different part
+pub use support::*;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
-
-pub fn endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
-}
-
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        chrono::Utc::now().timestamp_micros() % 1_000_000
-    )
-}
-
-pub async fn sqs() -> aws_sdk_sqs::Client {
-    sqs_at(&endpoint()).await
-}
-
-pub async fn sqs_at(endpoint: &str) -> aws_sdk_sqs::Client {
-    let cfg = mailroom::config::SqsConfig {
-        endpoint_url: Some(endpoint.to_string()),
-        region: Some("us-east-1".into()),
-        ..Default::default()
-    };
-    for (k, v) in [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        if std::env::var(k).is_err() {
-            std::env::set_var(k, v);
-        }
-    }
-    aws_sdk_sqs::Client::new(&mailroom::sqs::aws_config(&cfg).await)
-}
-
-pub async fn create_queue(
-    client: &aws_sdk_sqs::Client,
-    name: &str,
-    dlq_arn: Option<&str>,
-) -> String {
-    let mut req = client
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, "30");
-    if let Some(arn) = dlq_arn {
-        req = req.attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":5}}"#),
-        );
-    }
-    req.send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url")
-}
-
-pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
-    mailroom::sqs::attributes(client, url)
-        .await
-        .expect("attributes")
-        .get("QueueArn")
-        .cloned()
-        .expect("QueueArn")
-}
-
-/// (visible, in flight)
-pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    let d = mailroom::admin::queue_info::Depth::from_attrs(
-        &mailroom::sqs::attributes(client, url)
-            .await
-            .expect("attributes"),
-    );
-    (d.visible, d.in_flight)
-}
 
 /// A database of its own, dropped by [`TestDb::drop_db`].
 pub struct TestDb {
@@ -106,17 +27,8 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create() -> Self {
         let name = unique("mailroom_ops").to_lowercase();
-        let mut conn = PgConnection::connect(&admin_url()).await.expect("postgres");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let base = admin_url();
-        let root = base.rsplit_once('/').map(|(r, _)| r).unwrap_or(&base);
-        Self {
-            url: format!("{root}/{name}"),
-            name,
-        }
+        let url = create_db(&admin_url(), &name).await;
+        Self { name, url }
     }
 
     pub async fn connect(&self) -> PgConnection {
@@ -126,14 +38,7 @@ impl TestDb {
     }
 
     pub async fn drop_db(&self) {
-        if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
-        }
+        drop_db(&admin_url(), &self.name).await;
     }
 }
 
@@ -182,139 +87,6 @@ retry_intervals_secs = [1, 1]
     let path = dir.join("mailroom.toml");
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(prefix));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// Run the binary to completion; returns (status, stdout, stderr).
-pub fn mailroom(config: &Path, args: &[&str]) -> (ExitStatus, String, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("MAILROOM_LOG_FORMAT", "json")
-        .env_remove("DATABASE_URL")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mailroom");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-pub fn migrate(config: &Path) {
-    let (status, out, err) = mailroom(config, &["migrate"]);
-    assert!(status.success(), "migrate failed: {out}\n{err}");
-}
-
-/// A `mailroom run` process.
-pub struct Worker {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Worker {
-    pub fn start(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Self {
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(config)
-            .arg("run")
-            .env("MAILROOM_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .env_remove("DATABASE_URL")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("MAILROOM_TELEMETRY_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file.try_clone().expect("log file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn mailroom run");
-        Self { child, log }
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{sig} failed");
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait for the log to contain `needle`, at most `secs`.
-    pub async fn wait_log(&mut self, needle: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if self.log_text().contains(needle) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "worker exited ({status}) before logging {needle:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the worker log after {secs}s:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGTERM, then wait (bounded) for the exit status.
-    pub async fn stop(mut self, secs: u64) -> ExitStatus {
-        self.signal("TERM");
-        self.wait(secs).await
-    }
-
-    pub async fn wait(&mut self, secs: u64) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!("worker did not exit within {secs}s:\n{}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// GET over HTTP/1.0; returns (status, body). Bounded by 5 s.
@@ -374,17 +146,4 @@ pub async fn count(db: &TestDb, sql: &str) -> i64 {
         .fetch_one(&mut conn)
         .await
         .expect("count")
-}
-
-/// Poll `f` every 200 ms until it returns true, at most `secs`.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out after {secs}s: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
