@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz every decoder for a bounded time (libFuzzer through cargo-fuzz; needs a nightly toolchain,
 # which it installs with rustup when missing). Seeds each corpus from the crates' own fixtures.
-# Not part of scripts/test.sh (time, nightly); crashes land in fuzz/artifacts/<target>/.
+# scripts/test.sh runs the same targets for 10 s each when nightly and cargo-fuzz are present
+# (FUZZ_SECS=10 scripts/fuzz.sh); crashes land in fuzz/artifacts/<target>/.
 #
 #   scripts/fuzz.sh               # 60 s per target
 #   FUZZ_SECS=300 scripts/fuzz.sh events mime
