@@ -1,7 +1,8 @@
 // Peer for the benchmark: the npm `sqs-consumer` package as its README shows it, storing each
 // message with the `pg` client, one INSERT per event (as pg's docs show a query). Started by
 // mailroom-bench from the peers cache dir (where node_modules is), with QUEUE_URL,
-// DATABASE_URL and AWS_ENDPOINT_URL set.
+// DATABASE_URL and AWS_ENDPOINT_URL set. CONSUMERS (default 4) Consumer instances share the
+// queue and the pool, as the issue's reference measurement ran it ("4 consumers").
 import { Consumer } from "sqs-consumer";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { createHash } from "node:crypto";
@@ -30,18 +31,25 @@ async function handleMessage(message) {
   }
 }
 
-const app = Consumer.create({
-  queueUrl: process.env.QUEUE_URL,
-  batchSize: 10,
-  waitTimeSeconds: 1,
-  handleMessage,
-  sqs: new SQSClient({
-    endpoint: process.env.AWS_ENDPOINT_URL,
-    region: "us-east-1",
-    credentials: { accessKeyId: "test", secretAccessKey: "test" },
-  }),
+const sqs = new SQSClient({
+  endpoint: process.env.AWS_ENDPOINT_URL,
+  region: "us-east-1",
+  credentials: { accessKeyId: "test", secretAccessKey: "test" },
 });
-app.on("error", (err) => console.error(err.message));
-app.on("processing_error", (err) => console.error(err.message));
-process.on("SIGTERM", () => { app.stop(); pool.end().then(() => process.exit(0)); });
-app.start();
+const apps = Array.from({ length: Number(process.env.CONSUMERS || 4) }, () => {
+  const app = Consumer.create({
+    queueUrl: process.env.QUEUE_URL,
+    batchSize: 10,
+    waitTimeSeconds: 1,
+    handleMessage,
+    sqs,
+  });
+  app.on("error", (err) => console.error(err.message));
+  app.on("processing_error", (err) => console.error(err.message));
+  app.start();
+  return app;
+});
+process.on("SIGTERM", () => {
+  apps.forEach((app) => app.stop());
+  pool.end().then(() => process.exit(0));
+});

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! mailroom-bench --endpoint URL --database-url URL --mailroom target/release/mailroom \
-//!     [--messages N] [--peers DIR] [--work DIR] [--only ideal,worker,peers,scaling,memory,pg]
+//!     [--messages N] [--peers DIR] [--work DIR]
+//!     [--only ideal,worker,peers,scaling,memory,pg]   (peers = node,celery)
 //! ```
 
 mod data;
@@ -149,21 +150,25 @@ async fn main() -> Result<()> {
         progress(&r);
         rows.push(r);
     }
-    if want("peers") {
+    if want("peers") || want("node") || want("celery") {
         if let Some(dir) = &a.peers {
-            match node_peer(&env, &format!("{run}n"), &msgs, dir).await {
-                Ok(r) => {
-                    progress(&r);
-                    rows.push(r)
+            if want("peers") || want("node") {
+                match node_peer(&env, &format!("{run}n"), &msgs, dir).await {
+                    Ok(r) => {
+                        progress(&r);
+                        rows.push(r)
+                    }
+                    Err(e) => eprintln!("sqs-consumer peer failed: {e:#}"),
                 }
-                Err(e) => eprintln!("sqs-consumer peer failed: {e:#}"),
             }
-            match celery_peer(&env, &format!("{run}c"), &msgs, dir).await {
-                Ok(r) => {
-                    progress(&r);
-                    rows.push(r)
+            if want("peers") || want("celery") {
+                match celery_peer(&env, &format!("{run}c"), &msgs, dir).await {
+                    Ok(r) => {
+                        progress(&r);
+                        rows.push(r)
+                    }
+                    Err(e) => eprintln!("celery peer failed: {e:#}"),
                 }
-                Err(e) => eprintln!("celery peer failed: {e:#}"),
             }
         } else {
             eprintln!("no --peers dir: peers skipped");
@@ -405,6 +410,11 @@ async fn node_peer(
     msgs: &[data::Message],
     dir: &std::path::Path,
 ) -> Result<Row> {
+    // BENCH_PEER_CONSUMERS: Consumer instances in the node peer (default 4).
+    let consumers: u32 = std::env::var("BENCH_PEER_CONSUMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let node_dir = dir.join("node");
     std::fs::write(
         node_dir.join("sqs_consumer.mjs"),
@@ -417,7 +427,7 @@ async fn node_peer(
         env,
         run,
         msgs,
-        "peer: npm sqs-consumer 14 + pg (node 20)",
+        &format!("peer: npm sqs-consumer 14 + pg (node 20), {consumers} consumer(s)"),
         |url, db| {
             Command::new("node")
                 .arg("sqs_consumer.mjs")
@@ -425,6 +435,7 @@ async fn node_peer(
                 .env("QUEUE_URL", url)
                 .env("DATABASE_URL", db)
                 .env("AWS_ENDPOINT_URL", &endpoint)
+                .env("CONSUMERS", consumers.to_string())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log)?)
                 .spawn()
