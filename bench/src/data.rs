@@ -264,9 +264,10 @@ pub fn inbound_content_type() -> String {
     format!("multipart/form-data; boundary={BOUNDARY}")
 }
 
-/// `n` messages: 95% Event Webhook batches of 1-50 events, 5% inbound emails (2-16 KiB
-/// attachments). Deterministic for a `(run, seed)`.
-pub fn prefill(run: &str, n: usize, seed: u64) -> Vec<Message> {
+/// `n` messages: 95% Event Webhook batches of 1-`max_events` events (50 by default: SendGrid
+/// batches events, more of them per POST the busier the account), 5% inbound emails (2-16 KiB
+/// attachments). Deterministic for a `(run, seed, max_events)`.
+pub fn prefill(run: &str, n: usize, seed: u64, max_events: usize) -> Vec<Message> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut next_id = 0u64;
     (0..n)
@@ -285,7 +286,7 @@ pub fn prefill(run: &str, n: usize, seed: u64) -> Vec<Message> {
                     inbound: true,
                 }
             } else {
-                let count = rng.random_range(1..=50);
+                let count = rng.random_range(1..=max_events.max(1));
                 let events: Vec<_> = (0..count)
                     .map(|_| {
                         next_id += 1;

@@ -106,7 +106,13 @@ async fn main() -> Result<()> {
     let env = Env::new(&a.endpoint, &a.database_url, &a.mailroom, &a.work).await?;
     let want = |s: &str| a.only.is_empty() || a.only.iter().any(|o| o == s);
     let run = format!("b{}", std::process::id());
-    let msgs = data::prefill(&run, a.messages, 42);
+    // BENCH_MAX_EVENTS: events per Event Webhook message are uniform in 1..=this (default 50);
+    // 1 gives the per-message regime (one event per message).
+    let max_events = std::env::var("BENCH_MAX_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let msgs = data::prefill(&run, a.messages, 42, max_events);
     let t = data::totals(&msgs);
     eprintln!(
         "prefill: {} messages, {} events, {} inbound emails, {:.1} MiB of SQS bodies",
@@ -196,9 +202,10 @@ async fn main() -> Result<()> {
 
     println!();
     println!(
-        "N = {} messages ({} events, {} inbound emails), worker tuning: concurrency {}, receive_loops {}, batch_window_ms {}, max_batch_messages {}, max_connections {}",
+        "N = {} messages ({} events, 1-{} per Event Webhook message; {} inbound emails), worker tuning: concurrency {}, receive_loops {}, batch_window_ms {}, max_batch_messages {}, max_connections {}",
         t.messages,
         t.events,
+        max_events,
         t.inbound,
         tuning.concurrency,
         tuning.receive_loops,
