@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use mailroom::handler::Outcome;
+use mailroom_envelope::Kind;
 
 #[tokio::test]
 async fn handled_message_is_deleted() {
@@ -345,4 +346,87 @@ async fn message_arriving_during_the_last_long_poll_of_a_shutdown_is_released_no
         .await
         .unwrap();
     assert_eq!(out.messages.unwrap_or_default().len(), 1);
+}
+
+/// Under strict priority a lower queue waits while a higher one has messages, including a
+/// receive loop that was already waiting for permits when the higher queue turned busy (it
+/// used to take the permits the higher queue freed, and interleave).
+#[tokio::test]
+async fn strict_priority_drains_the_higher_queue_first() {
+    let sqs = sqs().await;
+    let high_name = unique_dashed("prio-high");
+    let low_name = unique_dashed("prio-low");
+    let high = create_queue(&sqs, &high_name, 30, None).await;
+    let low = create_queue(&sqs, &low_name, 30, None).await;
+    let bodies = |tag: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                envelope(
+                    Kind::Events,
+                    "application/json",
+                    format!("{tag}-{i}").as_bytes(),
+                )
+            })
+            .collect()
+    };
+    send(&sqs, &high, &bodies("high", 30)).await;
+    send(&sqs, &low, &bodies("low", 10)).await;
+
+    let text = format!(
+        r#"
+        [worker]
+        total_concurrency = 2
+        scheduling = "strict_priority"
+        shutdown_timeout_secs = 5
+        [store]
+        database_url = "postgres://unused"
+        [sqs]
+        endpoint_url = "{endpoint}"
+        region = "us-east-1"
+        [[queue]]
+        name = "{high_name}"
+        url = "{high}"
+        handler = "test"
+        priority = 10
+        wait_time_secs = 1
+        batch_size = 2
+        receive_loops = 2
+        [[queue]]
+        name = "{low_name}"
+        url = "{low}"
+        handler = "test"
+        priority = 0
+        wait_time_secs = 1
+        batch_size = 1
+        receive_loops = 2
+        "#,
+        endpoint = endpoint()
+    );
+    let config = mailroom::config::Config::parse(&text, "test").expect("config");
+    let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_millis(20));
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let running = start(config, handler.clone(), dead).await;
+    eventually(60, "all 40 messages handled", || handler.seen().len() >= 40).await;
+    running.shutdown().await;
+
+    let order: Vec<String> = handler
+        .seen()
+        .iter()
+        .map(|(_, _, body)| String::from_utf8_lossy(body).into_owned())
+        .collect();
+    let last_high = order
+        .iter()
+        .rposition(|b| b.starts_with("high-"))
+        .expect("high handled");
+    let low_before = order[..last_high]
+        .iter()
+        .filter(|b| b.starts_with("low-"))
+        .count();
+    // At start no queue has been seen busy yet, so each low receive loop may take one message
+    // before the first high receive returns; after that, none until high is drained.
+    assert!(
+        low_before <= 2,
+        "{low_before} low messages handled before the last high one: {order:?}"
+    );
+    assert_eq!(order.len(), 40, "each handled once: {order:?}");
 }

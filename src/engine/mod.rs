@@ -311,6 +311,12 @@ async fn receive_loop(mut l: ReceiveLoop) {
             _ = l.stop.cancelled() => return,
             p = acquire(q, &l.shared.global, cfg.batch_size as usize) => p,
         };
+        // Waiting for permits can take a while, and a higher queue may have turned busy
+        // meanwhile (it is the one freeing them): give them back rather than take its turn.
+        if l.scheduling == Scheduling::StrictPriority && outranked(q, &l.all) {
+            drop(permits);
+            continue;
+        }
         // Not cancelled by shutdown: SQS may already have handed messages to this request, and
         // dropping it would hide them for a whole visibility timeout. It ends within
         // `wait_time_secs`; what it brings is registered, then released by the shutdown.
