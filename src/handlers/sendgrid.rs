@@ -96,7 +96,12 @@ impl SendgridHandler {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
         let mut decoded: Vec<(usize, Decoded)> = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
-            match self.decode(job) {
+            let result = if job.envelope.body.len() >= BLOCKING_DECODE_BYTES {
+                off_the_runtime(|| self.decode(job))
+            } else {
+                self.decode(job)
+            };
+            match result {
                 Ok(d) => decoded.push((i, d)),
                 Err(reason) => {
                     tracing::warn!(
@@ -240,6 +245,22 @@ impl SendgridHandler {
     }
 }
 
+/// Bodies at least this big (only S3-offloaded ones: SQS caps a message at 256 KiB) are decoded
+/// with [`off_the_runtime`].
+const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
+
+/// Run CPU-heavy decoding without stalling the runtime. Decoding a large inbound email (MIME
+/// parts, base64, charsets) is pure CPU and, for a body near the 64 MiB limit, takes long enough
+/// to hold up the receives, acks and heartbeats that share its tokio worker thread; on a
+/// multi-threaded runtime `block_in_place` hands that thread's other tasks to another thread
+/// first. A current-thread runtime (some tests) cannot do that, so there it runs in place.
+fn off_the_runtime<T>(decode: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(decode),
+        _ => decode(),
+    }
+}
+
 /// When the edge received the request; the SQS send time for legacy shapes that do not say.
 fn received_at(job: &Job) -> Option<chrono::DateTime<chrono::Utc>> {
     job.envelope.received_at.or(job.sent_at)
@@ -257,5 +278,25 @@ fn outcome_for(e: &StoreError) -> Outcome {
 impl Handler for SendgridHandler {
     fn handle_batch<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(self.handle(jobs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_the_runtime;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn off_the_runtime_runs_on_a_multi_threaded_runtime() {
+        assert_eq!(off_the_runtime(|| 6 * 7), 42);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn off_the_runtime_runs_in_place_on_a_current_thread_runtime() {
+        assert_eq!(off_the_runtime(|| 6 * 7), 42);
+    }
+
+    #[test]
+    fn off_the_runtime_runs_outside_any_runtime() {
+        assert_eq!(off_the_runtime(|| 6 * 7), 42);
     }
 }
