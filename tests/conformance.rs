@@ -5,6 +5,8 @@
 //! Ignored in a plain `cargo test`; scripts/test.sh runs it with `--ignored` when the folder
 //! exists. Run by hand without the folder, it fails: it never passes silently.
 
+mod support;
+
 use std::path::PathBuf;
 
 use chrono::Utc;
@@ -12,7 +14,7 @@ use mailroom::handler::{Job, Outcome};
 use mailroom::handlers::{SendgridHandler, SendgridHandlerConfig};
 use mailroom::store::Store;
 use mailroom_envelope::{Envelope, Kind, Origin, Source};
-use sqlx::{Connection, PgConnection};
+use support::{admin_url, create_db, drop_db, unique};
 
 /// (event, bounce_type, status, categories, bounce_classification, pool_name, url_offset_index,
 /// asm_group_id)
@@ -77,29 +79,19 @@ fn job(id: &str, kind: Kind, content_type: &str, body: Vec<u8>) -> Job {
     }
 }
 
-async fn fresh_store() -> (Store, String, PgConnection) {
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = PgConnection::connect(&admin_url).await.expect("postgres");
-    let db = format!(
-        "conformance_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_micros() % 1_000_000
-    );
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", &admin_url[..admin_url.rfind('/').unwrap()]);
+/// A migrated database of this test's own; returns the store and the database's name.
+async fn fresh_store() -> (Store, String) {
+    let db = unique("conformance");
+    let url = create_db(&admin_url(), &db).await;
     let store = Store::connect(&url, 4).await.unwrap();
     store.migrate().await.unwrap();
-    (store, db, admin)
+    (store, db)
 }
 
 #[tokio::test]
 #[ignore = "reads ../shared/conformance; run by scripts/test.sh with --ignored"]
 async fn documented_events_and_inbound_posts_store_as_documented() {
-    let (store, db, mut admin) = fresh_store().await;
+    let (store, db) = fresh_store().await;
     let handler = SendgridHandler::new(store.clone(), SendgridHandlerConfig::default()).unwrap();
     let form = "multipart/form-data; boundary=xYzZY";
     let jobs = vec![
@@ -248,8 +240,5 @@ async fn documented_events_and_inbound_posts_store_as_documented() {
     );
 
     store.pool().close().await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop_db(&admin_url(), &db).await;
 }

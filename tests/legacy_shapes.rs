@@ -2,13 +2,15 @@
 //! old mapping templates (`body-json`; `body-raw` + Java-map `http-headers`, base64'd once or
 //! twice) and the router's envelope decode, through the real handler and store, to the same rows.
 
+mod support;
+
 use base64::Engine as _;
 use chrono::Utc;
 use mailroom::handler::{Job, Outcome};
 use mailroom::handlers::{SendgridHandler, SendgridHandlerConfig};
 use mailroom::store::Store;
 use mailroom_envelope::{decode, encode, Decoded, Envelope, Kind, Origin, Source};
-use sqlx::{Connection, PgConnection};
+use support::{admin_url, create_db, drop_db, unique};
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sendgrid");
 const FORM: &str = "multipart/form-data; boundary=xYzZY";
@@ -76,20 +78,8 @@ fn job(id: &str, sqs_body: &str) -> Job {
 
 /// Everything an application reads, apart from ids, times and the SQS message id.
 async fn stored(jobs: Vec<Job>) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-    let db = format!(
-        "legacy_{}_{}_{}",
-        std::process::id(),
-        jobs[0].message_id.replace('-', "_"),
-        Utc::now().timestamp_micros() % 1_000_000
-    );
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", &admin_url[..admin_url.rfind('/').unwrap()]);
+    let db = unique(&format!("legacy_{}", jobs[0].message_id.replace('-', "_")));
+    let url = create_db(&admin_url(), &db).await;
     let store = Store::connect(&url, 2).await.unwrap();
     store.migrate().await.unwrap();
     let handler = SendgridHandler::new(store.clone(), SendgridHandlerConfig::default()).unwrap();
@@ -112,10 +102,7 @@ async fn stored(jobs: Vec<Job>) -> (Vec<serde_json::Value>, Vec<serde_json::Valu
     .await
     .unwrap();
     store.pool().close().await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop_db(&admin_url(), &db).await;
     (
         events.into_iter().map(|r| r.0).collect(),
         emails.into_iter().map(|r| r.0).collect(),
