@@ -162,3 +162,27 @@ async fn categories_read_back_exactly_whatever_they_hold(pool: PgPool) {
         ]
     );
 }
+
+/// The payload goes to Postgres as the event's own JSON text, so a number keeps every digit
+/// SendGrid sent (a parsed f64 would round it), and custom args come through untouched.
+#[sqlx::test(migrations = "./migrations")]
+async fn payload_numbers_keep_every_digit(pool: PgPool) {
+    let body = br#"[{"event":"open","sg_event_id":"evt-precise","n":1700000000.123456789123,"big":123456789012345678901234567890,"custom":{"k":[1,"two"]}}]"#;
+    let events = parse_events(body).expect("parses");
+    let mut conn = pool.acquire().await.expect("conn");
+    assert_eq!(
+        insert_events(&mut conn, &records(&events))
+            .await
+            .expect("insert"),
+        1
+    );
+    let (n, big, custom): (String, String, serde_json::Value) = sqlx::query_as(
+        "SELECT payload->>'n', payload->>'big', payload->'custom' FROM mailroom_events",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!(n, "1700000000.123456789123");
+    assert_eq!(big, "123456789012345678901234567890");
+    assert_eq!(custom, serde_json::json!({"k": [1, "two"]}));
+}
