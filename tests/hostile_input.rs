@@ -204,20 +204,14 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_or_stored_and_the_work
 
     let dead_expected = cases.iter().filter(|c| c.dead_reason.is_some()).count() as i64;
     let stored_expected = cases.iter().filter(|c| c.dead_reason.is_none()).count() as i64;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let c = counts(&db).await.unwrap();
-        if c.3 >= dead_expected && c.2 >= stored_expected && c.0 >= good_events as i64 {
-            break;
-        }
-        assert!(worker.alive(), "the worker died: {}", worker.log_tail());
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out: {c:?}, want {dead_expected} dead letters, {stored_expected} inbound, {good_events} events\n{}",
-            worker.log_tail()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_counts(
+        &db,
+        &format!("{dead_expected} dead letters, {stored_expected} inbound, {good_events} events"),
+        60,
+        &mut worker,
+        |c| c.3 >= dead_expected && c.2 >= stored_expected && c.0 >= good_events as i64,
+    )
+    .await;
     wait_drained(&sqs, &url, 30).await;
     let rss_mib = worker.peak_rss_kib() / 1024;
     assert!(worker.alive());

@@ -45,16 +45,7 @@ async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
     cfg.visibility_timeout_secs = 10;
     let config = cfg.write(&dir);
     let mut worker = Worker::start_numbered(&config, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while counts(&db).await.map(|c| c.3).unwrap_or(0) < 2 {
-        assert!(worker.alive(), "{}", worker.log_tail());
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not dead-lettered: {}",
-            worker.log_tail()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_counts(&db, "2 dead letters", 60, &mut worker, |c| c.3 >= 2).await;
     let rss_mib = worker.peak_rss_kib() / 1024;
     let letters = dead_letters(&db).await;
     let reason = |key: &str| {
@@ -122,16 +113,7 @@ async fn oversized_s3_body_is_refused_before_it_is_read() {
     let dir = temp_dir("hostile-s3-big");
     let config = WorkerConfig::new(&endpoint, &queue, &url, &db).write(&dir);
     let mut worker = Worker::start_numbered(&config, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while counts(&db).await.map(|c| c.3).unwrap_or(0) < 1 {
-        assert!(worker.alive(), "{}", worker.log_tail());
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            worker.log_tail()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_counts(&db, "1 dead letter", 60, &mut worker, |c| c.3 >= 1).await;
     let rss_mib = worker.peak_rss_kib() / 1024;
     assert!(worker.terminate(15));
     let _ = s3.delete_object().bucket(&bucket).key("big").send().await;

@@ -290,33 +290,26 @@ pub async fn wait_stored(
     limit: Duration,
     watch: &mut [&mut Child],
 ) -> Result<Duration> {
-    let mut conn = PgConnection::connect(url).await?;
-    loop {
-        let (e, _, i, d) = counts(&mut conn).await?;
-        if e as usize >= events && i as usize >= inbound {
-            return Ok(since.elapsed());
-        }
-        if since.elapsed() > limit {
-            bail!("timed out after {limit:?}: {e}/{events} events, {i}/{inbound} inbound, {d} dead letters");
-        }
-        for child in watch.iter_mut() {
-            if let Some(status) = child.try_wait()? {
-                bail!("process exited early ({status}) with {e}/{events} events stored");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let (elapsed, e, i, finished) =
+        wait_stored_partial(url, events, inbound, since, limit, watch).await?;
+    if !finished {
+        let mut conn = PgConnection::connect(url).await?;
+        let (_, _, _, d) = counts(&mut conn).await?;
+        bail!("timed out after {limit:?}: {e}/{events} events, {i}/{inbound} inbound, {d} dead letters");
     }
+    Ok(elapsed)
 }
 
 /// Like [`wait_stored`], but a run that does not finish within `limit` is not an error: returns
 /// (elapsed, events stored, inbound stored, finished) so a slow peer's rate can still be given.
+/// A watched process that exits first is an error either way.
 pub async fn wait_stored_partial(
     url: &str,
     events: usize,
     inbound: usize,
     since: Instant,
     limit: Duration,
-    child: &mut Child,
+    watch: &mut [&mut Child],
 ) -> Result<(Duration, usize, usize, bool)> {
     let mut conn = PgConnection::connect(url).await?;
     loop {
@@ -328,8 +321,10 @@ pub async fn wait_stored_partial(
         if since.elapsed() > limit {
             return Ok((since.elapsed(), e, i, false));
         }
-        if let Some(status) = child.try_wait()? {
-            bail!("process exited early ({status}) with {e}/{events} events stored");
+        for child in watch.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("process exited early ({status}) with {e}/{events} events stored");
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

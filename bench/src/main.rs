@@ -384,8 +384,15 @@ async fn peer_run(
     let db = env.database(run).await?;
     let started = Instant::now();
     let mut proc = child(&url, &db)?;
-    let waited =
-        infra::wait_stored_partial(&db, t.events, t.inbound, started, PEER_LIMIT, &mut proc).await;
+    let waited = infra::wait_stored_partial(
+        &db,
+        t.events,
+        t.inbound,
+        started,
+        PEER_LIMIT,
+        &mut [&mut proc],
+    )
+    .await;
     let (cpu, rss) = infra::tree(proc.id());
     infra::stop(&mut proc, 10);
     let (elapsed, events, inbound, finished) = waited?;

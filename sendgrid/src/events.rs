@@ -46,19 +46,25 @@ fn kind_of(v: &Value) -> &'static str {
 /// text ([`EventJson`]).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, EventsError> {
     let not_json = |e: serde_json::Error| EventsError::NotJson(e.to_string());
-    let whole: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
-    match whole.get().as_bytes().first() {
+    // The first byte after JSON whitespace says what the body is, so it is parsed only once.
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match first {
         Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(not_json)?;
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(not_json)?;
             items
                 .into_iter()
                 .enumerate()
                 .map(|(index, item)| parse_one(index, item))
                 .collect()
         }
-        Some(b'{') => Ok(vec![parse_one(0, whole)?]),
+        Some(b'{') => {
+            let item: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+            Ok(vec![parse_one(0, item)?])
+        }
         _ => {
-            let value: Value = serde_json::from_str(whole.get()).map_err(not_json)?;
+            let value: Value = serde_json::from_slice(body).map_err(not_json)?;
             Err(EventsError::NotABatch(kind_of(&value)))
         }
     }

@@ -5,10 +5,12 @@
 //! size (28 parameters for 1 or 500 events). The chunk bound is for memory: the driver encodes
 //! a statement's arguments, then copies them into the Bind message, in buffers that double as
 //! they grow and that a pooled connection keeps; a 2,400-event statement cost about 17 MiB of
-//! buffers this way, a 500-event one a sixth of that, for no measurable loss of speed. `categories` is a list per event, and Postgres arrays cannot be ragged, so each event's
-//! list travels as one text array literal (`{"a","b"}`) and is cast to `text[]` in SQL; an
-//! earlier version sent JSON arrays and unpacked them with a subquery per row, which cost more
-//! Postgres time per event than the cast.
+//! buffers this way, a 500-event one a sixth of that, for no measurable loss of speed.
+//!
+//! `categories` is a list per event, and Postgres arrays cannot be ragged, so each event's list
+//! travels as one text array literal (`{"a","b"}`) and is cast to `text[]` in SQL; an earlier
+//! version sent JSON arrays and unpacked them with a subquery per row, which cost more Postgres
+//! time per event than the cast.
 //!
 //! Idempotency: `ON CONFLICT (sg_event_id) DO NOTHING`. Duplicates inside one batch are removed
 //! here first, first occurrence wins (Postgres accepts in-statement duplicates with DO NOTHING,
@@ -105,7 +107,7 @@ fn text_array_literal(items: &[String]) -> String {
 pub const EVENTS_PER_STATEMENT: usize = 500;
 
 /// Insert events; returns how many rows were new (duplicates, in the batch or already stored,
-/// are skipped). Give it a transaction (`&mut *tx`) to make the whole batch atomic: the chunks
+/// are skipped). Give it a transaction (`&mut tx`) to make the whole batch atomic: the chunks
 /// are separate statements.
 pub async fn insert_events(
     conn: &mut PgConnection,

@@ -156,11 +156,30 @@ pub async fn dead_letters(url: &str) -> Vec<(String, String)> {
 
 /// Poll every 100 ms until `events` event rows (and `inbound` inbound rows) are stored.
 pub async fn wait_stored(url: &str, events: i64, inbound: i64, secs: u64, worker: &mut Worker) {
+    wait_counts(
+        url,
+        &format!("{events} events, {inbound} inbound"),
+        secs,
+        worker,
+        |c| c.0 >= events && c.2 >= inbound,
+    )
+    .await;
+}
+
+/// Poll [`counts`] every 100 ms until `done` holds, failing the test if the worker exits or
+/// `secs` pass (naming `want` and the last counts).
+pub async fn wait_counts(
+    url: &str,
+    want: &str,
+    secs: u64,
+    worker: &mut Worker,
+    done: impl Fn((i64, i64, i64, i64)) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut last = None;
     loop {
         if let Some(c) = counts(url).await {
-            if c.0 >= events && c.2 >= inbound {
+            if done(c) {
                 return;
             }
             last = Some(c);
@@ -172,7 +191,7 @@ pub async fn wait_stored(url: &str, events: i64, inbound: i64, secs: u64, worker
         );
         assert!(
             Instant::now() < deadline,
-            "timed out after {secs}s: want {events} events, {inbound} inbound; have {last:?}; log:\n{}",
+            "timed out after {secs}s: want {want}; have {last:?}; log:\n{}",
             worker.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
