@@ -7,18 +7,17 @@ mod fault_support;
 
 use fault_support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
-    let endpoint = endpoint();
-    let sqs = sqs_client(&endpoint).await;
-    let s3 = s3_client(&endpoint).await;
-    let bucket = unique("hostile-s3").replace('_', "-");
+/// 1 KiB over the envelope limit.
+const OVERSIZED_BYTES: usize = mailroom_envelope::MAX_MESSAGE_BYTES + 1024;
+
+/// A new bucket (named from `prefix`) holding object "big": a JSON array padded with spaces to
+/// [`OVERSIZED_BYTES`].
+async fn bucket_with_oversized_body(s3: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let bucket = unique(prefix).replace('_', "-");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let big = mailroom_envelope::MAX_MESSAGE_BYTES + 1024;
-    let mut body = Vec::with_capacity(big);
-    body.extend_from_slice(b"[");
-    body.resize(big - 1, b' ');
-    body.push(b']');
+    let mut body = vec![b' '; OVERSIZED_BYTES];
+    body[0] = b'[';
+    body[OVERSIZED_BYTES - 1] = b']';
     s3.put_object()
         .bucket(&bucket)
         .key("big")
@@ -26,6 +25,15 @@ async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
         .send()
         .await
         .unwrap();
+    bucket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
+    let endpoint = endpoint();
+    let sqs = sqs_client(&endpoint).await;
+    let s3 = s3_client(&endpoint).await;
+    let bucket = bucket_with_oversized_body(&s3, "hostile-s3").await;
     let pointer = |key: &str| {
         mailroom_envelope::S3Pointer {
             bucket: bucket.clone(),
@@ -71,7 +79,7 @@ async fn oversized_and_missing_s3_bodies_are_dead_lettered() {
     assert!(worker.terminate(15));
     eprintln!(
         "peak RSS while refusing a {} MiB body: {rss_mib} MiB",
-        big >> 20
+        OVERSIZED_BYTES >> 20
     );
     let _ = s3.delete_object().bucket(&bucket).key("big").send().await;
     drop_db(&admin, &db_name).await;
@@ -86,19 +94,7 @@ async fn oversized_s3_body_is_refused_before_it_is_read() {
     let endpoint = endpoint();
     let sqs = sqs_client(&endpoint).await;
     let s3 = s3_client(&endpoint).await;
-    let bucket = unique("hostile-s3-big").replace('_', "-");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let big = mailroom_envelope::MAX_MESSAGE_BYTES + 1024;
-    let mut body = vec![b' '; big];
-    body[0] = b'[';
-    body[big - 1] = b']';
-    s3.put_object()
-        .bucket(&bucket)
-        .key("big")
-        .body(body.into())
-        .send()
-        .await
-        .unwrap();
+    let bucket = bucket_with_oversized_body(&s3, "hostile-s3-big").await;
     let queue = unique("hostile-s3-big");
     let url = create_queue(&sqs, &queue, 10, None).await;
     let pointer = mailroom_envelope::S3Pointer {
@@ -122,6 +118,6 @@ async fn oversized_s3_body_is_refused_before_it_is_read() {
     assert!(
         rss_mib <= 64,
         "refusing a {} MiB body took {rss_mib} MiB of RSS: it was read whole",
-        big >> 20
+        OVERSIZED_BYTES >> 20
     );
 }
