@@ -27,7 +27,18 @@ const MAX_ENTRIES: usize = 10;
 const MAX_ATTEMPTS: u32 = 4;
 
 /// How an ack request ended.
-pub type AckResult = Result<(), String>;
+pub type AckResult = Result<(), AckError>;
+
+/// Why a delete or visibility change did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AckError {
+    /// SQS refused it (after retries, where a retry could help).
+    #[error("SQS did not accept the {op}: {detail}")]
+    Refused { op: &'static str, detail: String },
+    /// The acker had stopped (the engine is shutting down).
+    #[error("the acker stopped before the request was sent")]
+    Stopped,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
@@ -125,7 +136,7 @@ impl Acker {
             })
         {
             if let Some(done) = entry.done.take() {
-                let _ = done.send(Err("acker stopped".into()));
+                let _ = done.send(Err(AckError::Stopped));
             }
         }
         wait
@@ -226,7 +237,10 @@ async fn send_batch(client: Client, op: Op, queue: QueueRef, mut entries: Vec<En
                         op.label()
                     );
                     if let Some(done) = entry.done.take() {
-                        let _ = done.send(Err(failure.message.clone()));
+                        let _ = done.send(Err(AckError::Refused {
+                            op: op.label(),
+                            detail: failure.message.clone(),
+                        }));
                     }
                 }
             }

@@ -29,12 +29,22 @@ pub struct Config {
     pub sqs: SqsConfig,
     #[serde(default)]
     pub store: StoreConfig,
-    #[serde(default)]
-    pub sendgrid: SendgridConfig,
+    /// Deprecated: `[handlers.sendgrid]`. Still read, with a warning; see [`Config::parse`].
+    #[serde(default, rename = "sendgrid")]
+    legacy_sendgrid: Option<LegacySendgridConfig>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Each handler's own section, `[handlers.NAME]`, kept as TOML here and deserialized by the
+    /// handler registered under NAME when the worker is assembled (`crate::Worker`), so a
+    /// handler's settings are typed by the handler and checked at start, never per message.
+    #[serde(default)]
+    pub handlers: toml::Table,
     #[serde(rename = "queue", default)]
     pub queues: Vec<QueueConfig>,
+    /// Deprecated keys that were read, each with what replaces it; logged at start and printed
+    /// by `mailroom check`.
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,13 +114,20 @@ impl Default for StoreConfig {
     }
 }
 
+/// The `[sendgrid]` section of configs written before handler sections existed.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SendgridConfig {
-    /// When set (base64 DER SubjectPublicKeyInfo), Event Webhook batches whose envelope carries a
-    /// bad signature are dead-lettered. The router verifies at the edge; this is a second check.
-    pub verification_public_key: Option<String>,
+struct LegacySendgridConfig {
+    /// Now `[handlers.sendgrid] event_webhook_public_key`.
+    verification_public_key: Option<String>,
 }
+
+/// The one name of the SendGrid Event Webhook verification key, across router and worker: the
+/// worker's `[handlers.sendgrid] event_webhook_public_key`, and this environment variable for
+/// both (the router reads only the environment).
+pub const ENV_EVENT_WEBHOOK_PUBLIC_KEY: &str = "MAILROOM_EVENT_WEBHOOK_PUBLIC_KEY";
+/// The key's handler-section name.
+pub const EVENT_WEBHOOK_PUBLIC_KEY: &str = "event_webhook_public_key";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -228,9 +245,49 @@ impl Config {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
+        config.adopt_legacy_sections()?;
         config.apply_env(|k| std::env::var(k).ok());
         config.validate()?;
         Ok(config)
+    }
+
+    /// Move `[sendgrid] verification_public_key` into `[handlers.sendgrid]`, with a deprecation
+    /// note; both set is an error (which one is meant cannot be guessed).
+    fn adopt_legacy_sections(&mut self) -> Result<(), ConfigError> {
+        let Some(legacy) = self.legacy_sendgrid.take() else {
+            return Ok(());
+        };
+        let Some(key) = legacy.verification_public_key else {
+            self.deprecations
+                .push("[sendgrid] is deprecated (and empty here): remove it".into());
+            return Ok(());
+        };
+        let section = self
+            .handlers
+            .entry("sendgrid")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(table) = section.as_table_mut() else {
+            return Err(ConfigError::Invalid(vec![
+                "handlers.sendgrid must be a table ([handlers.sendgrid])".into(),
+            ]));
+        };
+        if table.contains_key(EVENT_WEBHOOK_PUBLIC_KEY) {
+            return Err(ConfigError::Invalid(vec![format!(
+                "both [sendgrid] verification_public_key (deprecated) and [handlers.sendgrid] \
+                 {EVENT_WEBHOOK_PUBLIC_KEY} are set: keep only the second"
+            )]));
+        }
+        table.insert(EVENT_WEBHOOK_PUBLIC_KEY.into(), toml::Value::String(key));
+        self.deprecations.push(format!(
+            "[sendgrid] verification_public_key is deprecated: use [handlers.sendgrid] \
+             {EVENT_WEBHOOK_PUBLIC_KEY} (or {ENV_EVENT_WEBHOOK_PUBLIC_KEY})"
+        ));
+        Ok(())
+    }
+
+    /// The `[handlers.NAME]` section, if the file has one.
+    pub fn handler_section(&self, name: &str) -> Option<&toml::Value> {
+        self.handlers.get(name)
     }
 
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
@@ -240,8 +297,20 @@ impl Config {
         if let Some(url) = var(ENV_SQS_ENDPOINT_URL).filter(|v| !v.is_empty()) {
             self.sqs.endpoint_url = Some(url);
         }
+        if let Some(key) = var(ENV_EVENT_WEBHOOK_PUBLIC_KEY).filter(|v| !v.is_empty()) {
+            if let Some(table) = self
+                .handlers
+                .entry("sendgrid")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+            {
+                table.insert(EVENT_WEBHOOK_PUBLIC_KEY.into(), toml::Value::String(key));
+            }
+        }
     }
 
+    /// Every problem that stops the worker, at once. Settings that work but cannot mean what
+    /// they say are [`Config::warnings`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.queues.is_empty() {
@@ -311,6 +380,22 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// What `check` and the start-up log warn about: deprecated keys, and settings that cannot
+    /// take effect.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = self.deprecations.clone();
+        for q in &self.queues {
+            if let Some(c) = q.concurrency.filter(|&c| c > self.worker.total_concurrency) {
+                warnings.push(format!(
+                    "queue \"{}\": concurrency {c} is above worker.total_concurrency ({}), so \
+                     it can never be reached",
+                    q.name, self.worker.total_concurrency
+                ));
+            }
+        }
+        warnings
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -133,5 +133,16 @@ pub struct DeadLetter {
 /// message only after `keep` succeeded; an `Err` means "could not keep it now": the message is
 /// retried later, never dropped.
 pub trait DeadLetterSink: Send + Sync + 'static {
-    fn keep<'a>(&'a self, letters: &'a [DeadLetter]) -> BoxFuture<'a, Result<(), String>>;
+    fn keep<'a>(&'a self, letters: &'a [DeadLetter]) -> BoxFuture<'a, Result<(), KeepError>>;
+}
+
+/// Dead letters could not be kept now (the sink's own error is the source).
+#[derive(Debug, thiserror::Error)]
+#[error("could not keep dead letters: {0}")]
+pub struct KeepError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl KeepError {
+    pub fn new(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(err.into())
+    }
 }

@@ -2,7 +2,7 @@
 //! deleted only after the message that points at them was deleted from SQS.
 
 use aws_sdk_s3::Client;
-use mailroom_envelope::S3Pointer;
+use mailroom_envelope::{decode, DecodeError, Decoded, Envelope, S3Pointer};
 
 use crate::sqs::describe;
 
@@ -31,6 +31,31 @@ pub enum FetchError {
     },
 }
 
+/// Why a message could not be opened into an envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("envelope: {0}")]
+    Envelope(#[source] DecodeError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("S3 object s3://{bucket}/{key} holds another S3 pointer")]
+    PointerToPointer { bucket: String, key: String },
+    #[error("envelope in s3://{bucket}/{key}: {source}")]
+    EnvelopeInS3 {
+        bucket: String,
+        key: String,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+impl OpenError {
+    /// S3 unreachable: not the message's fault, so never a dead letter.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, OpenError::Fetch(FetchError::Unavailable { .. }))
+    }
+}
+
 #[derive(Clone)]
 pub struct Bodies {
     client: Client,
@@ -44,6 +69,31 @@ impl Bodies {
             .build();
         Self {
             client: Client::from_conf(s3_config),
+        }
+    }
+
+    /// An SQS message body as the envelope it carries: decoded, with an offloaded body fetched
+    /// and decoded in turn. The one way both the engine and `dead-letters replay` open a
+    /// message, so they cannot disagree about what is a dead letter. The pointer is returned
+    /// with the envelope it led to.
+    pub async fn open(&self, body: &str) -> Result<(Envelope, Option<S3Pointer>), OpenError> {
+        match decode(body).map_err(OpenError::Envelope)? {
+            Decoded::Envelope(envelope) => Ok((envelope, None)),
+            Decoded::Pointer(pointer) => {
+                let text = self.fetch(&pointer).await?;
+                match decode(&text) {
+                    Ok(Decoded::Envelope(envelope)) => Ok((envelope, Some(pointer))),
+                    Ok(Decoded::Pointer(_)) => Err(OpenError::PointerToPointer {
+                        bucket: pointer.bucket,
+                        key: pointer.key,
+                    }),
+                    Err(source) => Err(OpenError::EnvelopeInS3 {
+                        bucket: pointer.bucket,
+                        key: pointer.key,
+                        source,
+                    }),
+                }
+            }
         }
     }
 

@@ -13,6 +13,26 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::config::{SqsConfig, MAX_WAIT_TIME_SECS};
 
+/// An SQS call that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SqsError {
+    /// The call failed; `detail` is the SDK error with its causes on one line (the SDK's own
+    /// Display is only "service error" or "dispatch failure").
+    #[error("{op}: {detail}")]
+    Call { op: &'static str, detail: String },
+    #[error("GetQueueUrl returned no URL for queue {0}")]
+    NoUrl(String),
+}
+
+impl SqsError {
+    pub(crate) fn call<E: std::error::Error + 'static>(op: &'static str) -> impl FnOnce(E) -> Self {
+        move |e| SqsError::Call {
+            op,
+            detail: describe(&e),
+        }
+    }
+}
+
 /// A message as received, before decoding. Engine-internal: handlers never see it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -47,7 +67,7 @@ pub fn client(config: &aws_config::SdkConfig) -> Client {
 }
 
 /// Resolve a configured queue to its URL.
-pub async fn queue_url(client: &Client, name: &str, url: Option<&str>) -> Result<String, String> {
+pub async fn queue_url(client: &Client, name: &str, url: Option<&str>) -> Result<String, SqsError> {
     if let Some(url) = url {
         return Ok(url.to_string());
     }
@@ -56,9 +76,9 @@ pub async fn queue_url(client: &Client, name: &str, url: Option<&str>) -> Result
         .queue_name(name)
         .send()
         .await
-        .map_err(|e| describe(&e))?
+        .map_err(SqsError::call("GetQueueUrl"))?
         .queue_url
-        .ok_or_else(|| format!("GetQueueUrl returned no URL for queue {name}"))
+        .ok_or_else(|| SqsError::NoUrl(name.to_string()))
 }
 
 /// One long poll.
@@ -68,7 +88,7 @@ pub async fn receive(
     max: u32,
     wait_time_secs: u32,
     visibility_timeout_secs: u32,
-) -> Result<Vec<Received>, String> {
+) -> Result<Vec<Received>, SqsError> {
     let out = client
         .receive_message()
         .queue_url(queue_url)
@@ -80,7 +100,7 @@ pub async fn receive(
         .message_attribute_names("All")
         .send()
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(SqsError::call("ReceiveMessage"))?;
     Ok(out
         .messages
         .unwrap_or_default()
@@ -117,14 +137,14 @@ pub async fn receive(
 pub async fn attributes(
     client: &Client,
     queue_url: &str,
-) -> Result<HashMap<String, String>, String> {
+) -> Result<HashMap<String, String>, SqsError> {
     let out = client
         .get_queue_attributes()
         .queue_url(queue_url)
         .attribute_names(QueueAttributeName::All)
         .send()
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(SqsError::call("GetQueueAttributes"))?;
     Ok(out
         .attributes
         .unwrap_or_default()

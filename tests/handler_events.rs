@@ -422,14 +422,15 @@ async fn a_bad_public_key_is_a_startup_error(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "./migrations")]
-async fn register_defaults_registers_sendgrid(pool: PgPool) {
-    let mut registry = mailroom::handler::Registry::new();
-    mailroom::handlers::register_defaults(
-        &mut registry,
-        Store::from_pool(pool.clone()),
-        SendgridHandlerConfig::default(),
+async fn the_worker_registers_sendgrid(pool: PgPool) {
+    let config = mailroom::Config::parse(
+        "[store]\ndatabase_url = \"postgres://unused\"\n[[queue]]\nname = \"q\"\nhandler = \"sendgrid\"\n",
+        "test",
     )
-    .expect("register");
+    .expect("config");
+    let registry = mailroom::Worker::new()
+        .build_registry(&config, &Store::from_pool(pool.clone()))
+        .expect("handlers build");
     let h = registry
         .get("sendgrid")
         .expect("registered as \"sendgrid\"");

@@ -65,7 +65,10 @@ async fn acker_reports_the_one_bad_entry_of_a_batch_and_deletes_the_rest() {
     task.await.unwrap();
 
     assert!(results[..3].iter().all(|r| r.is_ok()), "{results:?}");
-    let err = results[3].as_ref().expect_err("the bad entry is reported");
+    let err = results[3]
+        .as_ref()
+        .expect_err("the bad entry is reported")
+        .to_string();
     assert!(
         err.contains("ReceiptHandleIsInvalid") || err.to_lowercase().contains("receipt"),
         "{err}"

@@ -117,5 +117,5 @@ async fn the_sink_reports_an_outage_as_an_error(pool: PgPool) {
     let err = DeadLetterSink::keep(&store, &[letter("m-1", "a", "r", 1)])
         .await
         .expect_err("closed");
-    assert!(err.contains("keeping dead letters"), "{err}");
+    assert!(err.to_string().contains("keeping dead letters"), "{err}");
 }

@@ -5,10 +5,9 @@
 //! Handler writes are idempotent, so replaying a row twice stores nothing twice.
 
 use anyhow::{Context, Result};
-use mailroom_envelope::{decode, Decoded};
 
 use crate::handler::{Job, Outcome, Registry};
-use crate::s3::Bodies;
+use crate::s3::{Bodies, OpenError};
 use crate::store::admin::{self, DeadLetterRow};
 use crate::store::Store;
 
@@ -43,22 +42,47 @@ enum Replayed {
     Kept(String),
 }
 
+/// How a replay ended, for the exit code.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub removed: usize,
+    pub kept: usize,
+    /// Ids named with `--id` that are not in the table (a typo, or already replayed).
+    pub missing: Vec<i64>,
+}
+
 pub async fn replay(
     store: &Store,
     registry: &Registry,
     bodies: &Bodies,
     configured_handler: impl Fn(&str) -> Option<String>,
     args: &ReplayArgs,
-) -> Result<bool> {
+) -> Result<ReplaySummary> {
     let ids = (!args.all).then_some(args.ids.as_slice());
     let rows = admin::dead_letters(store.pool(), ids, i64::MAX)
         .await
         .context("reading mailroom_dead_letters")?;
-    if rows.is_empty() {
-        println!("no dead letters to replay");
-        return Ok(true);
+    let mut summary = ReplaySummary::default();
+    if let Some(ids) = ids {
+        summary.missing = ids
+            .iter()
+            .copied()
+            .filter(|id| !rows.iter().any(|r| r.id == *id))
+            .collect();
+        summary.missing.sort_unstable();
+        summary.missing.dedup();
+        for id in &summary.missing {
+            eprintln!(
+                "mailroom: error: no dead letter with id {id} (see `mailroom dead-letters list`)"
+            );
+        }
     }
-    let (mut removed, mut kept) = (0, 0);
+    if rows.is_empty() {
+        if summary.missing.is_empty() {
+            println!("no dead letters to replay");
+        }
+        return Ok(summary);
+    }
     for row in rows {
         let handler_name = configured_handler(&row.queue).or_else(|| row.handler.clone());
         let result = match handler_name.as_deref().and_then(|n| registry.get(n)) {
@@ -105,35 +129,29 @@ pub async fn replay(
                 admin::remove_dead_letter(store.pool(), row.id)
                     .await
                     .with_context(|| format!("removing dead letter {}", row.id))?;
-                removed += 1;
+                summary.removed += 1;
                 println!("replayed {}: stored, row removed", row.id);
             }
             Replayed::Kept(reason) => {
                 admin::update_dead_letter_reason(store.pool(), row.id, &reason)
                     .await
                     .with_context(|| format!("updating dead letter {}", row.id))?;
-                kept += 1;
+                summary.kept += 1;
                 println!("kept {}: {reason}", row.id);
             }
         }
     }
     if !args.dry_run {
-        println!("replay: {removed} stored and removed, {kept} kept");
+        println!(
+            "replay: {} stored and removed, {} kept",
+            summary.removed, summary.kept
+        );
     }
-    Ok(kept == 0)
+    Ok(summary)
 }
 
-async fn job(row: &DeadLetterRow, bodies: &Bodies) -> Result<Job, String> {
-    let envelope = match decode(&row.body).map_err(|e| format!("envelope: {e}"))? {
-        Decoded::Envelope(e) => e,
-        Decoded::Pointer(p) => {
-            let text = bodies.fetch(&p).await.map_err(|e| e.to_string())?;
-            match decode(&text).map_err(|e| format!("envelope in S3: {e}"))? {
-                Decoded::Envelope(e) => e,
-                Decoded::Pointer(_) => return Err("S3 object holds another pointer".into()),
-            }
-        }
-    };
+async fn job(row: &DeadLetterRow, bodies: &Bodies) -> Result<Job, OpenError> {
+    let (envelope, _) = bodies.open(&row.body).await?;
     Ok(Job {
         message_id: row.sqs_message_id.clone(),
         queue: row.queue.clone(),

@@ -87,7 +87,7 @@ pub async fn peek(ctx: &Ctx, queue: &str, max: usize) -> Result<()> {
     if let Err(e) = released {
         eprintln!(
             "mailroom: warning: {}; the messages reappear after {PEEK_HOLD_SECS} s",
-            crate::cli::error_text(&e)
+            crate::error_text::error_text(&e)
         );
     }
     Ok(())
@@ -174,7 +174,7 @@ pub async fn redrive(ctx: &Ctx, queue: &str, method: Method, max: Option<usize>)
             Err(e) if method == Method::Auto => {
                 eprintln!(
                     "mailroom: StartMessageMoveTask not available ({}); copying instead",
-                    crate::cli::error_text(&e)
+                    crate::error_text::error_text(&e)
                 );
             }
             Err(e) => return Err(e),

@@ -43,7 +43,7 @@ pub fn dead_letter_target(attrs: &HashMap<String, String>) -> Option<String> {
 pub async fn dead_letter_queue(
     client: &aws_sdk_sqs::Client,
     attrs: &HashMap<String, String>,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, crate::sqs::SqsError> {
     let Some(name) = dead_letter_target(attrs) else {
         return Ok(None);
     };

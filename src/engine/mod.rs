@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -59,6 +58,60 @@ pub struct EngineParts {
     pub bodies: Bodies,
     pub registry: Registry,
     pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// Every configured queue, resolved once ([`resolve_queues`]): the identities the receive
+    /// loops and the acker use.
+    pub queues: Vec<QueueRef>,
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("queue \"{queue}\": no handler named \"{handler}\" (registered: {known})")]
+    UnknownHandler {
+        queue: String,
+        handler: String,
+        known: String,
+    },
+    #[error("queue \"{0}\" was not resolved")]
+    Unresolved(String),
+}
+
+/// A queue whose URL could not be found.
+#[derive(Debug, thiserror::Error)]
+#[error("queue \"{queue}\": cannot resolve its URL: {source}")]
+pub struct ResolveError {
+    pub queue: String,
+    #[source]
+    pub source: sqs::SqsError,
+}
+
+/// Resolve every configured queue to its URL, once, in config order.
+pub async fn resolve_queues(
+    sqs: &aws_sdk_sqs::Client,
+    config: &Config,
+) -> Result<Vec<QueueRef>, ResolveError> {
+    let mut queues = Vec::with_capacity(config.queues.len());
+    for q in &config.queues {
+        queues.push(resolve_queue(sqs, q).await?);
+    }
+    Ok(queues)
+}
+
+/// Resolve one configured queue.
+pub async fn resolve_queue(
+    sqs: &aws_sdk_sqs::Client,
+    q: &QueueConfig,
+) -> Result<QueueRef, ResolveError> {
+    let url = sqs::queue_url(sqs, &q.name, q.url.as_deref())
+        .await
+        .map_err(|source| ResolveError {
+            queue: q.name.clone(),
+            source,
+        })?;
+    Ok(QueueRef {
+        name: q.name.as_str().into(),
+        url: url.into(),
+    })
 }
 
 /// Signals from outside while running.
@@ -104,38 +157,37 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Resolve queues and handlers. Fails with a clear message for an unknown handler or a
-    /// queue that cannot be found.
-    pub async fn new(parts: EngineParts) -> anyhow::Result<Engine> {
+    /// Match each queue with its handler. Fails with a clear message for an unknown handler.
+    /// Must be called on a tokio runtime (it starts the acker).
+    pub fn new(parts: EngineParts) -> Result<Engine, EngineError> {
         let EngineParts {
             config,
             sqs,
             bodies,
             registry,
             dead_letters,
+            queues: resolved,
         } = parts;
         let mut queues = Vec::new();
         for q in &config.queues {
             let Some(handler) = registry.get(&q.handler) else {
-                let known: Vec<&str> = registry.names().collect();
-                bail!(
-                    "queue \"{}\": no handler named \"{}\" (known: {})",
-                    q.name,
-                    q.handler,
-                    known.join(", ")
-                );
+                let mut known: Vec<&str> = registry.names().collect();
+                known.sort_unstable();
+                return Err(EngineError::UnknownHandler {
+                    queue: q.name.clone(),
+                    handler: q.handler.clone(),
+                    known: known.join(", "),
+                });
             };
-            let url = sqs::queue_url(&sqs, &q.name, q.url.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!(e))
-                .with_context(|| format!("queue \"{}\": cannot resolve its URL", q.name))?;
+            let queue = resolved
+                .iter()
+                .find(|r| *r.name == *q.name)
+                .cloned()
+                .ok_or_else(|| EngineError::Unresolved(q.name.clone()))?;
             let concurrency = config.queue_concurrency(q);
             queues.push(Arc::new(QueueRuntime {
                 config: q.clone(),
-                queue: QueueRef {
-                    name: q.name.as_str().into(),
-                    url: url.into(),
-                },
+                queue,
                 handler,
                 handler_name: q.handler.as_str().into(),
                 permits: Arc::new(Semaphore::new(concurrency as usize)),

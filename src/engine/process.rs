@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use mailroom_envelope::{decode, Decoded, S3Pointer};
+use mailroom_envelope::S3Pointer;
 
 use crate::config::DeadLetterMode;
 use crate::handler::{DeadLetter, Job, Outcome, Retry};
-use crate::s3::FetchError;
 use crate::sqs::Received;
 
 use tokio::sync::oneshot;
@@ -76,15 +75,18 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
             Decision::Delete => delete(&queue, &shared, &mut settle, delivery, pointer),
             Decision::Visibility(secs) => {
                 metrics::counter!("mailroom_messages_retried_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
+                // Out of the registry first: a heartbeat tick after the visibility change was
+                // queued would otherwise extend the message and override the retry's delay.
+                let permits = shared.inflight.take(delivery.token);
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
-                settle.add(shared.inflight.take(delivery.token), confirmed, None);
+                settle.add(permits, confirmed, None);
             }
             Decision::DeadLetter(reason) => letters.push((delivery, pointer, reason)),
         }
     }
     if !letters.is_empty() {
-        keep_dead_letters(&queue, &shared, &mut settle, letters).await;
+        keep_as_dead_letters(&queue, &shared, &mut settle, letters).await;
     }
     settle.spawn(shared);
 }
@@ -132,30 +134,13 @@ async fn open(
     shared: &Shared,
     message: &Received,
 ) -> Result<(mailroom_envelope::Envelope, Option<S3Pointer>), Outcome> {
-    let decoded =
-        decode(&message.body).map_err(|e| Outcome::dead_letter(format!("envelope: {e}")))?;
-    match decoded {
-        Decoded::Envelope(envelope) => Ok((envelope, None)),
-        Decoded::Pointer(pointer) => {
-            let text = shared.bodies.fetch(&pointer).await.map_err(|e| match e {
-                FetchError::Unavailable { .. } => Outcome::transient(e.to_string()),
-                FetchError::Missing { .. }
-                | FetchError::NotText { .. }
-                | FetchError::TooLarge { .. } => Outcome::dead_letter(e.to_string()),
-            })?;
-            match decode(&text) {
-                Ok(Decoded::Envelope(envelope)) => Ok((envelope, Some(pointer))),
-                Ok(Decoded::Pointer(_)) => Err(Outcome::dead_letter(format!(
-                    "S3 object s3://{}/{} holds another S3 pointer",
-                    pointer.bucket, pointer.key
-                ))),
-                Err(e) => Err(Outcome::dead_letter(format!(
-                    "envelope in s3://{}/{}: {e}",
-                    pointer.bucket, pointer.key
-                ))),
-            }
+    shared.bodies.open(&message.body).await.map_err(|e| {
+        if e.is_transient() {
+            Outcome::transient(e.to_string())
+        } else {
+            Outcome::dead_letter(e.to_string())
         }
-    }
+    })
 }
 
 /// Run the handler, turning a panic or a wrong number of outcomes into retries.
@@ -259,12 +244,14 @@ fn delete(
     delivery: Delivery,
     pointer: Option<S3Pointer>,
 ) {
+    // Out of the registry before the delete is queued, so no heartbeat extends it meanwhile.
+    let permits = shared.inflight.take(delivery.token);
     let receipt = delivery.message.receipt_handle.clone();
     let confirmed = shared.acker.delete(&queue.queue, receipt);
-    settle.add(shared.inflight.take(delivery.token), confirmed, pointer);
+    settle.add(permits, confirmed, pointer);
 }
 
-async fn keep_dead_letters(
+async fn keep_as_dead_letters(
     queue: &QueueRuntime,
     shared: &Shared,
     settle: &mut Settle,
@@ -307,9 +294,10 @@ async fn keep_dead_letters(
                 .collect();
             tracing::error!(queue = %queue.queue.name, handler = %queue.handler_name, messages = letters.len(), ?message_ids, %error, retry_in_secs = secs, "could not keep dead letters; the messages stay in SQS");
             for (delivery, _, _) in letters {
+                let permits = shared.inflight.take(delivery.token);
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
-                settle.add(shared.inflight.take(delivery.token), confirmed, None);
+                settle.add(permits, confirmed, None);
             }
         }
     }

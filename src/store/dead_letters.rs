@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use sqlx::PgExecutor;
 
 use super::{sanitize, sanitize_opt, Store, StoreError};
-use crate::handler::{BoxFuture, DeadLetter, DeadLetterSink};
+use crate::handler::{BoxFuture, DeadLetter, DeadLetterSink, KeepError};
 
 const UPSERT_DEAD_LETTERS: &str = r#"
 INSERT INTO mailroom_dead_letters (
@@ -94,15 +94,12 @@ impl Store {
 /// The engine keeps dead letters here before deleting them from SQS. An `Err` makes the engine
 /// retry the message later, never drop it.
 impl DeadLetterSink for Store {
-    fn keep<'a>(&'a self, letters: &'a [DeadLetter]) -> BoxFuture<'a, Result<(), String>> {
+    fn keep<'a>(&'a self, letters: &'a [DeadLetter]) -> BoxFuture<'a, Result<(), KeepError>> {
         Box::pin(async move {
-            match self.keep_dead_letters(letters).await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    tracing::error!(error = %e, letters = letters.len(), "could not keep dead letters");
-                    Err(e.to_string())
-                }
-            }
+            self.keep_dead_letters(letters)
+                .await
+                .map(|_| ())
+                .map_err(KeepError::new)
         })
     }
 }

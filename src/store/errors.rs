@@ -36,6 +36,9 @@ pub enum StoreError {
     /// Applying the embedded migrations failed.
     #[error("migrating the database: {0}")]
     Migrate(#[from] MigrateError),
+    /// Postgres did not answer a connection attempt in time.
+    #[error("connecting to Postgres: no answer within {secs} s")]
+    ConnectTimeout { secs: u64 },
     /// The database schema is not the one this binary was built for.
     #[error("database schema mismatch: {0}")]
     Schema(String),
@@ -52,6 +55,7 @@ impl StoreError {
         match self {
             StoreError::Query { source, .. } => classify(source),
             StoreError::Migrate(MigrateError::Execute(source)) => classify(source),
+            StoreError::ConnectTimeout { .. } => ErrorClass::Transient,
             StoreError::Migrate(_) | StoreError::Schema(_) => ErrorClass::Other,
         }
     }
@@ -60,28 +64,10 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         self.class() == ErrorClass::Transient
     }
-
-    /// The data can never be stored as it is.
-    pub fn is_data_error(&self) -> bool {
-        self.class() == ErrorClass::Data
-    }
-
-    /// The SQLSTATE of a database error, if this is one.
-    pub fn sqlstate(&self) -> Option<String> {
-        match self {
-            StoreError::Query {
-                source: sqlx::Error::Database(e),
-                ..
-            }
-            | StoreError::Migrate(MigrateError::Execute(sqlx::Error::Database(e))) => {
-                e.code().map(|c| c.into_owned())
-            }
-            _ => None,
-        }
-    }
 }
 
-/// Classify an sqlx error. Public so the engine can classify its own queries the same way.
+/// Classify an sqlx error. Public so a handler (or a SendGrid hook) classifies the errors of its
+/// own queries the way the store does.
 pub fn classify(err: &sqlx::Error) -> ErrorClass {
     match err {
         sqlx::Error::Io(_)

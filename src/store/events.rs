@@ -68,6 +68,10 @@ FROM UNNEST(
 ON CONFLICT (sg_event_id) DO NOTHING
 "#;
 
+/// The same statement, answering with the rows it inserted (for SendGrid hooks, which must see
+/// each event once: a duplicate is skipped by `DO NOTHING` and so is not returned).
+const RETURNING: &str = "RETURNING id, sg_event_id";
+
 /// Postgres timestamps start at 4713 BC (astronomical year -4712); chrono reaches further back.
 /// An event whose timestamp is before that is still stored, with `occurred_at` NULL (the payload
 /// keeps the original), rather than failing its whole message.
@@ -113,28 +117,72 @@ pub async fn insert_events(
     conn: &mut PgConnection,
     records: &[EventRecord<'_>],
 ) -> Result<u64, StoreError> {
-    // Dedupe on the key as stored (sanitized), keep the first occurrence, sort by key (across
-    // chunks too, so lock order stays global).
-    let mut unique: BTreeMap<Cow<'_, str>, &EventRecord<'_>> = BTreeMap::new();
+    let mut inserted = 0;
+    for chunk in dedupe(records).chunks(EVENTS_PER_STATEMENT) {
+        inserted += match insert_chunk(conn, chunk, false).await? {
+            Inserted::Count(n) => n,
+            Inserted::Rows(rows) => rows.len() as u64,
+        };
+    }
+    Ok(inserted)
+}
+
+/// An event row this transaction inserted: its `mailroom_events.id` and the record it came
+/// from.
+#[derive(Debug, Clone, Copy)]
+pub struct InsertedEvent<'r, 'a> {
+    pub id: i64,
+    pub record: &'r EventRecord<'a>,
+}
+
+/// [`insert_events`], answering with the rows that were new, in `sg_event_id` order. An event
+/// already stored (by an earlier delivery, another process, or earlier in this batch) is not
+/// in the answer: that is what lets a hook act exactly once per event.
+pub async fn insert_new_events<'r, 'a>(
+    conn: &mut PgConnection,
+    records: &'r [EventRecord<'a>],
+) -> Result<Vec<InsertedEvent<'r, 'a>>, StoreError> {
+    let unique = dedupe(records);
+    let mut new = Vec::new();
+    for chunk in unique.chunks(EVENTS_PER_STATEMENT) {
+        let Inserted::Rows(rows) = insert_chunk(conn, chunk, true).await? else {
+            continue;
+        };
+        for (id, key) in rows {
+            // Keys come back as bound; the chunk is sorted by key.
+            if let Ok(i) = chunk.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_str())) {
+                new.push(InsertedEvent {
+                    id,
+                    record: chunk[i].1,
+                });
+            }
+        }
+    }
+    new.sort_by_key(|e| e.id);
+    Ok(new)
+}
+
+/// Dedupe on the key as stored (sanitized), keep the first occurrence, sort by key (across
+/// chunks too, so lock order stays global).
+fn dedupe<'r, 'a>(records: &'r [EventRecord<'a>]) -> Vec<(Cow<'r, str>, &'r EventRecord<'a>)> {
+    let mut unique: BTreeMap<Cow<'r, str>, &'r EventRecord<'a>> = BTreeMap::new();
     for r in records {
         unique.entry(sanitize(&r.event.sg_event_id)).or_insert(r);
     }
-    if unique.is_empty() {
-        return Ok(0);
-    }
-    let unique: Vec<(Cow<'_, str>, &EventRecord<'_>)> = unique.into_iter().collect();
-    let mut inserted = 0;
-    for chunk in unique.chunks(EVENTS_PER_STATEMENT) {
-        inserted += insert_chunk(conn, chunk).await?;
-    }
-    Ok(inserted)
+    unique.into_iter().collect()
+}
+
+enum Inserted {
+    Count(u64),
+    Rows(Vec<(i64, String)>),
 }
 
 /// One INSERT statement for sorted, deduplicated events.
 async fn insert_chunk(
     conn: &mut PgConnection,
     chunk: &[(Cow<'_, str>, &EventRecord<'_>)],
-) -> Result<u64, StoreError> {
+    returning: bool,
+) -> Result<Inserted, StoreError> {
     let n = chunk.len();
     let mut sg_event_id = Vec::with_capacity(n);
     let mut event = Vec::with_capacity(n);
@@ -199,7 +247,14 @@ async fn insert_chunk(
         received_at.push(r.received_at);
     }
 
-    let done = sqlx::query(INSERT_EVENTS)
+    let returning_sql;
+    let sql = if returning {
+        returning_sql = format!("{INSERT_EVENTS}{RETURNING}");
+        returning_sql.as_str()
+    } else {
+        INSERT_EVENTS
+    };
+    let query = sqlx::query(sql)
         .bind(sg_event_id)
         .bind(event)
         .bind(email)
@@ -227,11 +282,25 @@ async fn insert_chunk(
         .bind(payload)
         .bind(sqs_message_id)
         .bind(queue)
-        .bind(received_at)
-        .execute(conn)
-        .await
-        .map_err(StoreError::query("inserting events"))?;
-    Ok(done.rows_affected())
+        .bind(received_at);
+    if returning {
+        use sqlx::Row;
+        let rows = query
+            .fetch_all(conn)
+            .await
+            .map_err(StoreError::query("inserting events"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map(Inserted::Rows)
+            .map_err(StoreError::query("reading inserted events"))
+    } else {
+        let done = query
+            .execute(conn)
+            .await
+            .map_err(StoreError::query("inserting events"))?;
+        Ok(Inserted::Count(done.rows_affected()))
+    }
 }
 
 #[cfg(test)]

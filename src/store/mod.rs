@@ -26,8 +26,13 @@ pub mod inbound;
 
 pub use dead_letters::keep_dead_letters;
 pub use errors::{classify, classify_sqlstate, ErrorClass, StoreError};
-pub use events::{insert_events, EventRecord, EVENTS_PER_STATEMENT};
+pub use events::{
+    insert_events, insert_new_events, EventRecord, InsertedEvent, EVENTS_PER_STATEMENT,
+};
 pub use inbound::{dedup_key, insert_inbound, InboundRecord};
+
+/// A Postgres transaction on the store's pool.
+pub type Transaction = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -52,20 +57,84 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// Open one direct connection (no pool) and close it, within 10 s: the error then names
+    /// the real cause (connection refused, authentication failed, no such database) where a
+    /// pool reports only that it timed out waiting.
+    pub async fn diagnose(url: &str) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let connect = sqlx::PgConnection::connect(url);
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(source)) => Err(StoreError::Query {
+                context: "connecting to Postgres",
+                source,
+            }),
+            Err(_) => Err(StoreError::ConnectTimeout { secs: 10 }),
+        }
+    }
+
+    /// A pool that connects on first use: handlers are built (and their config checked) with
+    /// it before Postgres is reached, so `mailroom check` reports a bad handler config even
+    /// while the database is down.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy(url)
+            .map_err(StoreError::query("reading the Postgres URL"))?;
+        Ok(Self { pool })
+    }
+
     /// Wrap an existing pool (tests, or an engine that builds its own).
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
     }
 
+    /// Start a transaction: what a handler writes in, committing before it answers `Done`
+    /// (the engine deletes the message as soon as it sees `Done`).
+    pub async fn begin(&self) -> Result<Transaction, StoreError> {
+        self.pool
+            .begin()
+            .await
+            .map_err(StoreError::query("beginning a transaction"))
+    }
+
+    /// The pool itself, for Mailroom's own admin code and tests. Handlers use [`Store::begin`].
+    #[doc(hidden)]
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
     /// Apply the embedded migrations that are not applied yet. Refuses (like sqlx) when the
     /// database has applied migrations this binary does not know.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// Returns the migrations it applied (`version description`), oldest first; empty when the
+    /// schema was already up to date.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let before = self.applied_versions().await?;
         MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !before.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect())
+    }
+
+    async fn applied_versions(&self) -> Result<Vec<i64>, StoreError> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::query("reading applied migrations"))?;
+        if table.is_none() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("reading applied migrations"))
     }
 
     /// Check that the database has exactly this binary's migrations applied, so a worker never

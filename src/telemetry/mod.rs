@@ -18,7 +18,7 @@ pub use depth::{poll_queue_depths, DEPTH_INTERVAL};
 pub use health::{Health, Phase, Probe, READY_CACHE};
 pub use recorder::{install_recorder, RecorderError};
 pub use server::{serve, ServerError};
-pub use store_errors::{CountingDeadLetters, CountingHandler};
+pub use store_errors::{count_postgres_error, CountingDeadLetters};
 
 /// Parse `[telemetry] listen`.
 pub fn parse_listen(listen: &str) -> Result<SocketAddr, ServerError> {

@@ -18,7 +18,9 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use mailroom::config::Config;
 use mailroom::engine::{Controls, Engine, EngineParts, ShutdownReport};
-use mailroom::handler::{BoxFuture, DeadLetter, DeadLetterSink, Handler, Job, Outcome, Registry};
+use mailroom::handler::{
+    BoxFuture, DeadLetter, DeadLetterSink, Handler, Job, KeepError, Outcome, Registry,
+};
 use mailroom::s3::Bodies;
 use mailroom_envelope::Kind;
 
@@ -109,7 +111,7 @@ pub struct MemoryDeadLetters {
 }
 
 impl DeadLetterSink for MemoryDeadLetters {
-    fn keep<'a>(&'a self, letters: &'a [DeadLetter]) -> BoxFuture<'a, Result<(), String>> {
+    fn keep<'a>(&'a self, letters: &'a [DeadLetter]) -> BoxFuture<'a, Result<(), KeepError>> {
         Box::pin(async move {
             self.kept.lock().unwrap().extend_from_slice(letters);
             Ok(())
@@ -172,14 +174,18 @@ pub async fn start(
     let aws = sdk_config(&endpoint()).await;
     let mut registry = Registry::new();
     registry.register("test", handler);
+    let sqs = Client::new(&aws);
+    let queues = mailroom::engine::resolve_queues(&sqs, &config)
+        .await
+        .expect("queues resolve");
     let engine = Engine::new(EngineParts {
         config,
-        sqs: Client::new(&aws),
+        sqs,
         bodies: Bodies::new(&aws, true),
         registry,
         dead_letters: dead,
+        queues,
     })
-    .await
     .expect("engine");
     let inflight = engine.inflight();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

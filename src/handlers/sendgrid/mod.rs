@@ -13,6 +13,14 @@
 //!   If it fails for another reason, one job's data may be to blame, so each job is retried in
 //!   its own transaction: the good ones are stored and Done, a job whose data Postgres rejects
 //!   is dead-lettered, and an unexplained failure gets a counted retry.
+//! - Hooks ([`SendgridHook`]) run in that same transaction, after the inserts, with only what
+//!   was new (see `hook.rs`); their errors are handled like a store error of the same class.
+
+mod hook;
+
+pub use hook::{HookError, NewEmail, NewEvent, SendgridHook, StoredBatch};
+
+use std::sync::Arc;
 
 use mailroom_envelope::Kind;
 use mailroom_sendgrid::{
@@ -22,8 +30,8 @@ use mailroom_sendgrid::{
 
 use crate::handler::{BoxFuture, Handler, Job, Outcome};
 use crate::store::{
-    dedup_key, insert_events, insert_inbound, ErrorClass, EventRecord, InboundRecord, Store,
-    StoreError,
+    dedup_key, insert_events, insert_inbound, insert_new_events, ErrorClass, EventRecord,
+    InboundRecord, Store, StoreError,
 };
 
 /// The registry name of this handler (`handler = "sendgrid"` in a queue's config).
@@ -59,6 +67,7 @@ pub enum SendgridConfigError {
 pub struct SendgridHandler {
     store: Store,
     public_key: Option<PublicKey>,
+    hooks: Vec<Arc<dyn SendgridHook>>,
 }
 
 impl std::fmt::Debug for SendgridHandler {
@@ -66,12 +75,16 @@ impl std::fmt::Debug for SendgridHandler {
         f.debug_struct("SendgridHandler")
             .field("store", &self.store)
             .field("verifies_signatures", &self.public_key.is_some())
+            .field(
+                "hooks",
+                &self.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 /// A job's body, decoded.
-enum Decoded {
+enum Body {
     Events(Vec<Event>),
     Inbound {
         email: Box<InboundEmail>,
@@ -88,13 +101,23 @@ impl SendgridHandler {
             .map(PublicKey::from_base64)
             .transpose()
             .map_err(SendgridConfigError::PublicKey)?;
-        Ok(Self { store, public_key })
+        Ok(Self {
+            store,
+            public_key,
+            hooks: Vec::new(),
+        })
+    }
+
+    /// Run `hook` in every batch's transaction (after those added before it).
+    pub fn with_hook(mut self, hook: Arc<dyn SendgridHook>) -> Self {
+        self.hooks.push(hook);
+        self
     }
 
     /// Handle one batch: exactly one outcome per job, in order.
     pub async fn handle(&self, jobs: &[Job]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
-        let mut decoded: Vec<(usize, Decoded)> = Vec::with_capacity(jobs.len());
+        let mut decoded: Vec<(usize, Body)> = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
             let result = if job.envelope.body.len() >= BLOCKING_DECODE_BYTES {
                 off_the_runtime(|| self.decode(job))
@@ -114,7 +137,7 @@ impl SendgridHandler {
         }
 
         if !decoded.is_empty() {
-            let all: Vec<(&Job, &Decoded)> = decoded.iter().map(|(i, d)| (&jobs[*i], d)).collect();
+            let all: Vec<(&Job, &Body)> = decoded.iter().map(|(i, d)| (&jobs[*i], d)).collect();
             match self.write(&all).await {
                 Ok(()) => {
                     for (i, _) in &decoded {
@@ -156,7 +179,7 @@ impl SendgridHandler {
     }
 
     /// Decode a job, or say (as a dead-letter reason) why it never will be.
-    fn decode(&self, job: &Job) -> Result<Decoded, String> {
+    fn decode(&self, job: &Job) -> Result<Body, String> {
         let env = &job.envelope;
         match env.kind {
             Kind::Events => {
@@ -171,7 +194,7 @@ impl SendgridHandler {
                         .map_err(|e| format!("event webhook signature: {e}"))?;
                 }
                 parse_events(&env.body)
-                    .map(Decoded::Events)
+                    .map(Body::Events)
                     .map_err(|e| format!("event webhook body: {e}"))
             }
             Kind::Inbound => {
@@ -185,7 +208,7 @@ impl SendgridHandler {
                     })?;
                 let email = parse_inbound(content_type, &env.body)
                     .map_err(|e| format!("inbound parse: {e}"))?;
-                Ok(Decoded::Inbound {
+                Ok(Body::Inbound {
                     email: Box::new(email),
                     dedup_key: dedup_key(&env.body),
                 })
@@ -193,33 +216,42 @@ impl SendgridHandler {
         }
     }
 
-    /// Store decoded jobs in one transaction.
-    async fn write(&self, items: &[(&Job, &Decoded)]) -> Result<(), StoreError> {
-        let mut tx = self
-            .store
-            .pool()
-            .begin()
-            .await
-            .map_err(StoreError::query("beginning a transaction"))?;
+    /// Store decoded jobs in one transaction, with the hooks' writes.
+    async fn write(&self, items: &[(&Job, &Body)]) -> Result<(), WriteError> {
+        let mut tx = self.store.begin().await?;
 
         let events: Vec<EventRecord<'_>> = items
             .iter()
             .filter_map(|(job, d)| match d {
-                Decoded::Events(events) => Some(events.iter().map(move |event| EventRecord {
+                Body::Events(events) => Some(events.iter().map(move |event| EventRecord {
                     event,
                     sqs_message_id: &job.message_id,
                     queue: &job.queue,
                     received_at: received_at(job),
                 })),
-                Decoded::Inbound { .. } => None,
+                Body::Inbound { .. } => None,
             })
             .flatten()
             .collect();
-        let inserted = insert_events(&mut tx, &events).await?;
+        let mut stored = StoredBatch::default();
+        let new_events = if self.hooks.is_empty() {
+            insert_events(&mut tx, &events).await?
+        } else {
+            let new = insert_new_events(&mut tx, &events).await?;
+            stored.events = new
+                .iter()
+                .map(|n| NewEvent {
+                    id: n.id,
+                    event: n.record.event,
+                    queue: n.record.queue,
+                    sqs_message_id: n.record.sqs_message_id,
+                })
+                .collect();
+            new.len() as u64
+        };
 
-        let mut emails = 0usize;
         for (job, d) in items {
-            if let Decoded::Inbound { email, dedup_key } = d {
+            if let Body::Inbound { email, dedup_key } = d {
                 let rec = InboundRecord {
                     email,
                     dedup_key,
@@ -227,9 +259,25 @@ impl SendgridHandler {
                     queue: &job.queue,
                     received_at: received_at(job),
                 };
-                if insert_inbound(&mut tx, &rec).await?.is_some() {
-                    emails += 1;
+                if let Some(id) = insert_inbound(&mut tx, &rec).await? {
+                    stored.emails.push(NewEmail {
+                        id,
+                        email,
+                        queue: &job.queue,
+                        sqs_message_id: &job.message_id,
+                    });
                 }
+            }
+        }
+
+        if !stored.is_empty() {
+            for hook in &self.hooks {
+                hook.on_stored(&mut tx, &stored)
+                    .await
+                    .map_err(|source| WriteError::Hook {
+                        hook: hook.name().to_string(),
+                        source,
+                    })?;
             }
         }
 
@@ -237,11 +285,33 @@ impl SendgridHandler {
         tracing::debug!(
             jobs = items.len(),
             events = events.len(),
-            new_events = inserted,
-            new_emails = emails,
+            new_events,
+            new_emails = stored.emails.len(),
             "stored SendGrid callbacks"
         );
         Ok(())
+    }
+}
+
+/// Why a batch's transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("sendgrid hook {hook}: {source}")]
+    Hook {
+        hook: String,
+        #[source]
+        source: HookError,
+    },
+}
+
+impl WriteError {
+    fn is_transient(&self) -> bool {
+        match self {
+            WriteError::Store(e) => e.is_transient(),
+            WriteError::Hook { source, .. } => matches!(source, HookError::Transient(_)),
+        }
     }
 }
 
@@ -267,12 +337,24 @@ fn received_at(job: &Job) -> Option<chrono::DateTime<chrono::Utc>> {
     job.envelope.received_at.or(job.sent_at)
 }
 
-/// What a store error means for the job(s) that were being written.
-fn outcome_for(e: &StoreError) -> Outcome {
-    match e.class() {
-        ErrorClass::Transient => Outcome::transient(format!("database unavailable: {e}")),
-        ErrorClass::Data => Outcome::dead_letter(format!("database rejected the data: {e}")),
-        ErrorClass::Other => Outcome::retry(format!("storing failed: {e}")),
+/// What a failed write means for the job(s) that were being written.
+fn outcome_for(e: &WriteError) -> Outcome {
+    match e {
+        WriteError::Store(store) => match store.class() {
+            ErrorClass::Transient => {
+                // Counted here, where it is known to be Postgres (not in a wrapper that would
+                // count any handler's transient outcome).
+                crate::telemetry::count_postgres_error("handler");
+                Outcome::transient(format!("database unavailable: {e}"))
+            }
+            ErrorClass::Data => Outcome::dead_letter(format!("database rejected the data: {e}")),
+            ErrorClass::Other => Outcome::retry(format!("storing failed: {e}")),
+        },
+        WriteError::Hook { source, .. } => match source {
+            HookError::Transient(_) => Outcome::transient(e.to_string()),
+            HookError::Retry(_) => Outcome::retry(e.to_string()),
+            HookError::Reject(_) => Outcome::dead_letter(e.to_string()),
+        },
     }
 }
 
