@@ -45,7 +45,7 @@ ensure_postgres() {
 drop_leftover_test_databases() {
   local names
   names=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc \
-    "select datname from pg_database where datname ~ '^(e2e|conformance|legacy|check_ok|mailroom_ops|fault|hostile)_'") || return 0
+    "select datname from pg_database where datname ~ '^(e2e|conformance|legacy|check_ok|mailroom_ops|fault|hostile|app)_'") || return 0
   for db in $names; do
     psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null || true
   done

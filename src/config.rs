@@ -184,6 +184,19 @@ pub struct QueueConfig {
     pub dead_letter: DeadLetterMode,
     /// Concurrent long polls for this queue; by default enough to keep its handlers busy.
     pub receive_loops: Option<u32>,
+    /// What the SQS bodies are: "envelope" (mailroom-router's envelope, the legacy API Gateway
+    /// shapes, or an S3 pointer to one) or "plain" (an application's own messages, handed to the
+    /// handler exactly as sent, as `Kind::Message`).
+    #[serde(default)]
+    pub message_format: MessageFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageFormat {
+    #[default]
+    Envelope,
+    Plain,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -169,6 +169,7 @@ pub fn envelope(
             path: match kind {
                 Kind::Events => "/sendgrid/events".into(),
                 Kind::Inbound => "/sendgrid/inbound".into(),
+                Kind::Message => "/".into(),
             },
             stage: Some("prod".into()),
             request_id: Some(format!("{:032x}", rand::random::<u128>())),

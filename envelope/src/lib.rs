@@ -68,6 +68,9 @@ pub enum Kind {
     Events,
     /// An Inbound Parse post: multipart/form-data.
     Inbound,
+    /// An application's own message, taken from the SQS body as its producer sent it (a queue
+    /// with `message_format = "plain"`); never written by the router.
+    Message,
 }
 
 /// Which shape the message was written in.
@@ -79,6 +82,8 @@ pub enum Origin {
     SeedJson,
     /// Legacy mapping template: `{"queue_url": ..., "body-raw": b64, "http-headers": b64}`.
     SeedRaw,
+    /// Not an envelope: the SQS body itself ([`Envelope::plain`]).
+    Plain,
 }
 
 /// Where the router received the request.
@@ -112,6 +117,20 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// An application's own message: the SQS body as sent, nothing decoded.
+    pub fn plain(body: Vec<u8>, sent_at: Option<DateTime<Utc>>) -> Self {
+        Envelope {
+            origin: Origin::Plain,
+            kind: Kind::Message,
+            received_at: sent_at,
+            source: None,
+            headers: Vec::new(),
+            content_type: None,
+            body,
+            queue_url: None,
+        }
+    }
+
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

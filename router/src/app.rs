@@ -161,6 +161,7 @@ impl<S: Sink> App<S> {
                     auth::check_signature(key, request, now, max_age)?;
                 }
             }
+            Kind::Message => {}
         }
         Ok(())
     }

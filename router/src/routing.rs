@@ -66,6 +66,8 @@ pub fn queue_url<'a>(
     let (var, default) = match kind {
         Kind::Events => (STAGE_VAR_EVENTS_QUEUE, &config.events_queue_url),
         Kind::Inbound => (STAGE_VAR_INBOUND_QUEUE, &config.inbound_queue_url),
+        // No route posts an application's own messages.
+        Kind::Message => return None,
     };
     stage_variables
         .get(var)
@@ -79,6 +81,7 @@ pub fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Events => "events",
         Kind::Inbound => "inbound",
+        Kind::Message => "message",
     }
 }
 

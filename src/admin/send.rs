@@ -26,6 +26,7 @@ pub fn envelope(kind: KindArg, body: Vec<u8>, content_type: Option<String>) -> E
         Kind::Inbound => {
             multipart_boundary(&body).map(|b| format!("multipart/form-data; boundary={b}"))
         }
+        Kind::Message => None,
     });
     let mut headers = Vec::new();
     if let Some(ct) = &content_type {

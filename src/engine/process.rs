@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use mailroom_envelope::S3Pointer;
+use mailroom_envelope::{Envelope, S3Pointer};
 
-use crate::config::DeadLetterMode;
+use crate::config::{DeadLetterMode, MessageFormat};
 use crate::handler::{DeadLetter, Job, Outcome, Retry};
 use crate::sqs::Received;
 
@@ -35,8 +35,18 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
     let mut jobs = Vec::with_capacity(batch.len());
     let mut job_deliveries = Vec::with_capacity(batch.len());
     let mut early: Vec<(Delivery, Option<S3Pointer>, Outcome)> = Vec::new();
+    let plain = queue.config.message_format == MessageFormat::Plain;
     for delivery in batch {
-        match open(&shared, &delivery.message).await {
+        let opened = if plain {
+            let m = &delivery.message;
+            Ok((
+                Envelope::plain(m.body.clone().into_bytes(), m.sent_at),
+                None,
+            ))
+        } else {
+            open(&shared, &delivery.message).await
+        };
+        match opened {
             Ok((envelope, pointer)) => {
                 jobs.push(Job {
                     message_id: delivery.message.message_id.clone(),

@@ -126,6 +126,7 @@ pub fn envelope(kind: Kind, content_type: &str, body: &[u8]) -> String {
     let path = match kind {
         Kind::Events => "/sendgrid/events",
         Kind::Inbound => "/sendgrid/inbound",
+        Kind::Message => "/",
     };
     mailroom_envelope::encode(&Envelope {
         origin: Origin::Router {

@@ -4,7 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
+/// The binary under test: `mailroom` in this crate's tests; in the example application's tests
+/// (which include this module), its own `mailroom-app`, built from the same `Worker`.
+pub const MAILROOM: &str = match (
+    option_env!("CARGO_BIN_EXE_mailroom"),
+    option_env!("CARGO_BIN_EXE_mailroom-app"),
+) {
+    (Some(bin), _) | (None, Some(bin)) => bin,
+    (None, None) => panic!("no mailroom binary in this test crate"),
+};
 
 /// Run the binary to completion; returns (status, stdout, stderr).
 pub fn mailroom(config: &Path, args: &[&str]) -> (ExitStatus, String, String) {

@@ -197,6 +197,11 @@ impl SendgridHandler {
                     .map(Body::Events)
                     .map_err(|e| format!("event webhook body: {e}"))
             }
+            Kind::Message => Err(
+                "not a SendGrid callback: this queue's messages are plain (message_format = \"plain\"); \
+                 the sendgrid handler needs router envelopes"
+                    .to_string(),
+            ),
             Kind::Inbound => {
                 let content_type = env
                     .content_type

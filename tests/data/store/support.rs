@@ -46,6 +46,7 @@ pub fn envelope(
     let path = match kind {
         Kind::Events => "/sendgrid/events",
         Kind::Inbound => "/sendgrid/inbound",
+        Kind::Message => "/",
     };
     let mut all = vec![("content-type".to_string(), content_type.to_string())];
     all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
