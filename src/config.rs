@@ -544,6 +544,78 @@ mod tests {
 }
 
 #[cfg(test)]
+mod handler_sections {
+    use super::*;
+
+    const QUEUE: &str = r#"
+        [store]
+        database_url = "postgres://localhost/x"
+        [[queue]]
+        name = "events"
+        handler = "sendgrid"
+    "#;
+
+    #[test]
+    fn the_old_sendgrid_section_still_works_with_a_deprecation_warning() {
+        let text = format!("{QUEUE}\n[sendgrid]\nverification_public_key = \"abc\"\n");
+        let c = Config::parse(&text, "x.toml").expect("old configs keep working");
+        assert_eq!(
+            c.handler_section("sendgrid")
+                .and_then(|s| s.get(EVENT_WEBHOOK_PUBLIC_KEY)),
+            Some(&toml::Value::String("abc".into()))
+        );
+        let warnings = c.warnings();
+        assert!(
+            warnings[0].contains("[handlers.sendgrid] event_webhook_public_key"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_old_and_new_key_names_together_are_an_error() {
+        let text = format!(
+            "{QUEUE}\n[sendgrid]\nverification_public_key = \"a\"\n[handlers.sendgrid]\nevent_webhook_public_key = \"b\"\n"
+        );
+        let err = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("keep only the second"), "{err}");
+    }
+
+    #[test]
+    fn handler_sections_are_kept_for_their_handlers() {
+        let text = format!("{QUEUE}\n[handlers.orders]\nmax = 3\n");
+        let c = Config::parse(&text, "x.toml").unwrap();
+        assert_eq!(
+            c.handler_section("orders").and_then(|s| s.get("max")),
+            Some(&toml::Value::Integer(3))
+        );
+    }
+
+    #[test]
+    fn the_key_env_var_fills_the_sendgrid_section() {
+        let mut c: Config = toml::from_str(QUEUE).unwrap();
+        c.apply_env(|k| (k == ENV_EVENT_WEBHOOK_PUBLIC_KEY).then(|| "k".to_string()));
+        assert_eq!(
+            c.handler_section("sendgrid")
+                .and_then(|s| s.get(EVENT_WEBHOOK_PUBLIC_KEY)),
+            Some(&toml::Value::String("k".into()))
+        );
+    }
+
+    #[test]
+    fn a_queue_concurrency_above_the_total_is_a_warning() {
+        let text = format!("[worker]\ntotal_concurrency = 4\n{QUEUE}\nconcurrency = 10\n");
+        let c = Config::parse(&text, "x.toml").unwrap();
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("can never be reached")),
+            "{:?}",
+            c.warnings()
+        );
+    }
+}
+
+#[cfg(test)]
 mod example_config {
     use super::*;
 

@@ -87,6 +87,33 @@ fn unreachable_sqs_and_postgres_each_get_a_fail_line() {
         "{text}"
     );
     assert!(text.contains("FAIL postgres"), "{text}");
+    // Regression: the address dialled was never named, and Postgres's real cause was hidden
+    // behind "pool timed out" (with its prefix twice).
+    assert!(
+        text.contains(&format!("via the SQS endpoint http://127.0.0.1:{sqs_port}")),
+        "the endpoint dialled is named: {text}"
+    );
+    assert!(
+        text.to_lowercase().contains("connection refused"),
+        "the Postgres cause is shown: {text}"
+    );
+    assert!(!text.contains("pool timed out"), "{text}");
+}
+
+/// Regression: `check` passed a queue whose handler does not exist, which `run` refused, so
+/// `ExecStartPre=mailroom check` let a crash loop through.
+#[test]
+fn check_fails_on_an_unknown_handler_as_run_does() {
+    let config = write_config(
+        "check-handler",
+        "[[queue]]\nname = \"q\"\nurl = \"http://127.0.0.1:9/q\"\nhandler = \"sendgird\"\n",
+    );
+    let (code, text) = check(&config, Some("postgres://postgres@127.0.0.1:9/x"));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("no handler named \"sendgird\" (registered: sendgrid)"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -121,9 +148,18 @@ async fn a_reachable_setup_passes() {
     let migrated = Command::new(env!("CARGO_BIN_EXE_mailroom"))
         .args(["--config", config.to_str().unwrap(), "migrate"])
         .env("DATABASE_URL", &db_url)
-        .status()
+        .output()
         .unwrap();
-    assert!(migrated.success());
+    assert!(migrated.status.success());
+    let said = String::from_utf8_lossy(&migrated.stdout);
+    assert!(said.contains("applied 20261126000001"), "{said}");
+    // Regression: migrate on an empty database said only "up to date"; it says what it applied.
+    let again = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["--config", config.to_str().unwrap(), "migrate"])
+        .env("DATABASE_URL", &db_url)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to apply"));
     let (code, text) = check(&config, Some(&db_url));
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("ok   queue \"{name}\"")), "{text}");

@@ -196,6 +196,49 @@ async fn heartbeat_keeps_a_slow_message_from_being_redelivered() {
     assert_eq!(depth(&sqs, &url).await, (0, 0));
 }
 
+/// Regression: the retry's visibility change was queued while the message was still in the
+/// in-flight registry, so a heartbeat tick in between could queue an extension after it and
+/// override the retry's delay. Here every handling runs past its heartbeat period, so an
+/// extension is always due when the retry is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_delay_is_not_overridden_by_a_heartbeat_extension() {
+    let sqs = sqs().await;
+    let name = unique_dashed("retry-hb");
+    let url = create_queue(&sqs, &name, 30, None).await;
+    send_numbered(&sqs, &url, 1).await;
+    let handler = Recording::new(
+        Arc::new(|_| {
+            Outcome::Retry(mailroom::Retry {
+                reason: "later".into(),
+                after: Some(Duration::from_secs(5)),
+                transient: false,
+            })
+        }),
+        Duration::from_millis(1300),
+    );
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let running = start(
+        config(
+            &name,
+            &url,
+            "visibility_timeout_secs = 2\nheartbeat_secs = 1\nretry_intervals_secs = [5, 5, 5]",
+        ),
+        handler.clone(),
+        dead,
+    )
+    .await;
+    eventually(10, "first attempt", || handler.seen().len() == 1).await;
+    let first_done = std::time::Instant::now();
+    eventually(15, "second attempt", || handler.seen().len() == 2).await;
+    // The second handling ends 1.3 s after it starts; it starts >= 5 s after the first ended.
+    let gap = first_done.elapsed();
+    running.shutdown().await;
+    assert!(
+        gap >= Duration::from_millis(5_800),
+        "the message came back {gap:?} after its retry, before the 5 s delay"
+    );
+}
+
 #[tokio::test]
 async fn in_flight_never_exceeds_the_queue_concurrency() {
     let sqs = sqs().await;

@@ -255,6 +255,16 @@ async fn replay_stores_fixed_dead_letters_and_keeps_the_rest() {
     );
     assert_eq!(status.code(), Some(3));
     assert_eq!(count(&db, "select count(*) from mailroom_events").await, 2);
+
+    // Regression: replaying an id that does not exist printed "no dead letters to replay" and
+    // exited 0, so a typo looked like success to a script.
+    let (status, out, err) = mailroom(&config, &["dead-letters", "replay", "--id", "999999"]);
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "a missing id has its own exit code: {out}{err}"
+    );
+    assert!(err.contains("no dead letter with id 999999"), "{err}");
     drop(conn);
     db.drop_db().await;
     let _ = std::fs::remove_dir_all(&dir);

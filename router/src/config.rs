@@ -83,7 +83,9 @@ pub struct Config {
     pub large_body_bucket: Option<String>,
     /// `MAILROOM_LARGE_BODY_PREFIX` (default `mailroom`): key prefix in that bucket.
     pub large_body_prefix: String,
-    /// `MAILROOM_SENDGRID_PUBLIC_KEY`: verification key for the signed Event Webhook.
+    /// `MAILROOM_EVENT_WEBHOOK_PUBLIC_KEY` (the worker reads the same variable): verification
+    /// key for the signed Event Webhook. The old name `MAILROOM_SENDGRID_PUBLIC_KEY` still
+    /// works, with a deprecation warning.
     pub events_public_key: Option<PublicKey>,
     /// `MAILROOM_INBOUND_PUBLIC_KEY`: verification key for signed Inbound Parse posts.
     pub inbound_public_key: Option<PublicKey>,
@@ -94,7 +96,14 @@ pub struct Config {
     /// `MAILROOM_ALLOW_EVENT_QUEUE_URL` (default false): let legacy mapping-template events
     /// choose their own queue through their `queue_url` field.
     pub allow_event_queue_url: bool,
+    /// Deprecated variables that were read, each with its replacement (logged at start).
+    pub deprecations: Vec<String>,
 }
+
+/// The one name of the Event Webhook verification key, across router and worker.
+pub const ENV_EVENT_WEBHOOK_PUBLIC_KEY: &str = "MAILROOM_EVENT_WEBHOOK_PUBLIC_KEY";
+/// Its old name, still read.
+pub const ENV_EVENT_WEBHOOK_PUBLIC_KEY_OLD: &str = "MAILROOM_SENDGRID_PUBLIC_KEY";
 
 impl Default for Config {
     fn default() -> Self {
@@ -113,6 +122,7 @@ impl Default for Config {
             signature_max_age_secs: DEFAULT_SIGNATURE_MAX_AGE_SECS,
             inbound_basic_auth: None,
             allow_event_queue_url: false,
+            deprecations: Vec::new(),
         }
     }
 }
@@ -163,8 +173,27 @@ impl Config {
         if let Some(prefix) = get("MAILROOM_LARGE_BODY_PREFIX") {
             config.large_body_prefix = prefix.trim_matches('/').to_owned();
         }
-        if let Some(key) = get("MAILROOM_SENDGRID_PUBLIC_KEY") {
-            config.events_public_key = Some(parse_key("MAILROOM_SENDGRID_PUBLIC_KEY", &key)?);
+        match (
+            get(ENV_EVENT_WEBHOOK_PUBLIC_KEY),
+            get(ENV_EVENT_WEBHOOK_PUBLIC_KEY_OLD),
+        ) {
+            (Some(key), old) => {
+                if old.is_some() {
+                    config.deprecations.push(format!(
+                        "{ENV_EVENT_WEBHOOK_PUBLIC_KEY_OLD} is ignored: \
+                         {ENV_EVENT_WEBHOOK_PUBLIC_KEY} is set (remove the old name)"
+                    ));
+                }
+                config.events_public_key = Some(parse_key(ENV_EVENT_WEBHOOK_PUBLIC_KEY, &key)?);
+            }
+            (None, Some(key)) => {
+                config.deprecations.push(format!(
+                    "{ENV_EVENT_WEBHOOK_PUBLIC_KEY_OLD} is deprecated: rename it to \
+                     {ENV_EVENT_WEBHOOK_PUBLIC_KEY}"
+                ));
+                config.events_public_key = Some(parse_key(ENV_EVENT_WEBHOOK_PUBLIC_KEY_OLD, &key)?);
+            }
+            (None, None) => {}
         }
         if let Some(key) = get("MAILROOM_INBOUND_PUBLIC_KEY") {
             config.inbound_public_key = Some(parse_key("MAILROOM_INBOUND_PUBLIC_KEY", &key)?);
@@ -291,5 +320,26 @@ mod tests {
             let err = Config::from_vars(vars(&[(var, value)])).expect_err(var);
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn the_event_webhook_key_has_one_name_and_the_old_one_still_works_with_a_warning() {
+        let key = include_str!("../../tests/data/store/signing_public_key.b64").trim();
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        let new = Config::from_vars(vars(&[(ENV_EVENT_WEBHOOK_PUBLIC_KEY, key)])).unwrap();
+        assert!(new.events_public_key.is_some());
+        assert!(new.deprecations.is_empty());
+        let old = Config::from_vars(vars(&[(ENV_EVENT_WEBHOOK_PUBLIC_KEY_OLD, key)])).unwrap();
+        assert!(old.events_public_key.is_some());
+        assert!(
+            old.deprecations[0].contains(ENV_EVENT_WEBHOOK_PUBLIC_KEY),
+            "{:?}",
+            old.deprecations
+        );
     }
 }

@@ -45,6 +45,9 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     let config = Config::from_env().context("invalid configuration")?;
+    for deprecation in &config.deprecations {
+        tracing::warn!("{deprecation}");
+    }
     if config.events_queue_url.is_none() || config.inbound_queue_url.is_none() {
         tracing::warn!(
             "MAILROOM_EVENTS_QUEUE_URL or MAILROOM_INBOUND_QUEUE_URL is not set: requests for \

@@ -420,7 +420,7 @@ fn signed_config(signer: &Signer256) -> Config {
     let vars: HashMap<String, String> = [
         ("MAILROOM_EVENTS_QUEUE_URL", EVENTS_Q.to_owned()),
         ("MAILROOM_INBOUND_QUEUE_URL", INBOUND_Q.to_owned()),
-        ("MAILROOM_SENDGRID_PUBLIC_KEY", signer.public_key_b64()),
+        ("MAILROOM_EVENT_WEBHOOK_PUBLIC_KEY", signer.public_key_b64()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

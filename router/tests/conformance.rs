@@ -107,7 +107,7 @@ async fn official_signed_event_vectors_through_serve() {
                     "MAILROOM_EVENTS_QUEUE_URL",
                     "http://queue.local/events".to_owned(),
                 ),
-                ("MAILROOM_SENDGRID_PUBLIC_KEY", case.public_key.clone()),
+                ("MAILROOM_EVENT_WEBHOOK_PUBLIC_KEY", case.public_key.clone()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
