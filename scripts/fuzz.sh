@@ -11,7 +11,7 @@ cd "$ROOT/fuzz"
 SECS="${FUZZ_SECS:-60}"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(envelope java_map events inbound_multipart mime signature)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(envelope java_map events inbound_multipart mime mime_structured signature)
 
 seed() { # seed TARGET FILES...
   local target=$1; shift

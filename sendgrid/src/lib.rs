@@ -1,5 +1,5 @@
 //! IO-free decoders for what SendGrid posts: Event Webhook batches, Inbound Parse
-//! multipart/form-data (parsed and raw mode, raw MIME through mailparse), and the signed Event
+//! multipart/form-data (parsed and raw mode, raw MIME read as mail clients read it), and the signed Event
 //! Webhook signature check. Pure functions over bytes, so they can be golden-file tested and
 //! fuzzed, and used by both the router (signatures) and the worker (everything).
 //!
@@ -14,7 +14,8 @@
 //! (replay window), the typed errors [`EventsError`], [`InboundError`], [`SignatureError`], and
 //! `Event::pool_name` / `Event::pool_id`.
 //!
-//! Modules, one job each: [`events`], [`inbound`] (with `multipart`, `mime`, `charset`),
+//! Modules, one job each: [`events`], [`inbound`] (with `multipart`, `mime`, `header`,
+//! `transfer`, `charset`),
 //! [`signature`]. Everything is re-exported here.
 
 use chrono::{DateTime, Utc};
@@ -120,14 +121,24 @@ pub enum InboundMode {
 }
 
 /// An attachment or inline part, bytes exact.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Build one with `..Default::default()` for the fields you do not set, so a field added later
+/// does not break the construction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Attachment {
     pub filename: Option<String>,
+    /// The MIME type, lower-case (`image/png`); in parsed mode the part's Content-Type as sent.
     pub content_type: Option<String>,
+    /// The Content-ID without angle brackets, as `cid:` URLs name it.
     pub content_id: Option<String>,
     /// "attachment" or "inline"
     pub disposition: Option<String>,
+    /// The decoded bytes (raw mode: after the transfer encoding).
     pub data: Vec<u8>,
+    /// Raw mode: what was wrong with the part's transfer encoding, when it was not clean
+    /// (`base64: missing padding`, or `labelled base64 but is not base64 ...; kept as sent`, in
+    /// which case `data` holds the part's bytes as sent). `None` when it decoded cleanly.
+    pub decode_note: Option<String>,
 }
 
 /// One inbound email, decoded to UTF-8.

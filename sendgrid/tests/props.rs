@@ -2,8 +2,174 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use mailroom_sendgrid::inbound::mime::MAX_MIME_DEPTH;
 use mailroom_sendgrid::{check_timestamp, parse_events, parse_inbound, verify_signature};
 use proptest::prelude::*;
+
+/// A generated MIME tree: structured input for the raw-mode parser (random bytes alone rarely
+/// get past the first boundary).
+#[derive(Debug, Clone)]
+enum Mime {
+    Leaf {
+        ctype: &'static str,
+        encoding: &'static str,
+        filename: Option<String>,
+        data: Vec<u8>,
+    },
+    Multipart {
+        subtype: &'static str,
+        boundary: String,
+        parts: Vec<Mime>,
+    },
+}
+
+impl Mime {
+    fn depth(&self) -> usize {
+        match self {
+            Mime::Leaf { .. } => 0,
+            Mime::Multipart { parts, .. } => 1 + parts.iter().map(Mime::depth).max().unwrap_or(0),
+        }
+    }
+
+    /// Renders the part; `level` keeps nested boundaries distinct.
+    fn render(&self, level: usize, out: &mut Vec<u8>) {
+        match self {
+            Mime::Leaf {
+                ctype,
+                encoding,
+                filename,
+                data,
+            } => {
+                out.extend_from_slice(format!("Content-Type: {ctype}\r\n").as_bytes());
+                if let Some(f) = filename {
+                    out.extend_from_slice(
+                        format!("Content-Disposition: attachment; filename=\"{f}\"\r\n").as_bytes(),
+                    );
+                }
+                out.extend_from_slice(
+                    format!("Content-Transfer-Encoding: {encoding}\r\n\r\n").as_bytes(),
+                );
+                match *encoding {
+                    "base64" => {
+                        let text = STANDARD.encode(data);
+                        for chunk in text.as_bytes().chunks(76) {
+                            out.extend_from_slice(chunk);
+                            out.extend_from_slice(b"\r\n");
+                        }
+                    }
+                    "quoted-printable" => {
+                        for &b in data {
+                            if b.is_ascii_alphanumeric() || b == b' ' {
+                                out.push(b);
+                            } else {
+                                out.extend_from_slice(format!("={b:02X}").as_bytes());
+                            }
+                        }
+                    }
+                    _ => out.extend_from_slice(data),
+                }
+            }
+            Mime::Multipart {
+                subtype,
+                boundary,
+                parts,
+            } => {
+                let b = format!("{boundary}_{level}");
+                out.extend_from_slice(
+                    format!("Content-Type: multipart/{subtype}; boundary=\"{b}\"\r\n\r\n")
+                        .as_bytes(),
+                );
+                for p in parts {
+                    out.extend_from_slice(format!("--{b}\r\n").as_bytes());
+                    p.render(level + 1, out);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+            }
+        }
+    }
+
+    fn message(&self) -> Vec<u8> {
+        let mut out =
+            b"From: a@example.com\r\nSubject: generated\r\nMIME-Version: 1.0\r\n".to_vec();
+        self.render(0, &mut out);
+        out
+    }
+
+    /// The attachment leaves' data, in document order.
+    fn files(&self, out: &mut Vec<Vec<u8>>) {
+        match self {
+            Mime::Leaf {
+                filename: Some(_),
+                data,
+                ..
+            } => out.push(data.clone()),
+            Mime::Leaf { .. } => {}
+            Mime::Multipart { parts, .. } => parts.iter().for_each(|p| p.files(out)),
+        }
+    }
+}
+
+fn mime_tree(files_only: bool) -> impl Strategy<Value = Mime> {
+    let leaf = (
+        prop::sample::select(vec![
+            "text/plain",
+            "text/html",
+            "application/octet-stream",
+            "image/png",
+            "message/rfc822",
+        ]),
+        prop::sample::select(vec!["base64", "quoted-printable", "7bit", "8bit"]),
+        proptest::option::of("[a-z]{1,8}\\.[a-z]{3}"),
+        proptest::collection::vec(any::<u8>(), 0..120),
+    )
+        .prop_map(move |(ctype, encoding, filename, data)| {
+            if files_only {
+                let encoding = if encoding == "quoted-printable" {
+                    encoding
+                } else {
+                    "base64"
+                };
+                Mime::Leaf {
+                    ctype: "application/octet-stream",
+                    encoding,
+                    filename: Some(filename.unwrap_or_else(|| "f.bin".into())),
+                    data,
+                }
+            } else {
+                Mime::Leaf {
+                    ctype,
+                    encoding,
+                    filename,
+                    data,
+                }
+            }
+        });
+    leaf.prop_recursive(6, 40, 5, |inner| {
+        (
+            prop::sample::select(vec!["mixed", "alternative", "related", "digest", "x-other"]),
+            "[A-Za-z0-9'()+_,./:=?-]{1,30}",
+            proptest::collection::vec(inner, 1..5),
+        )
+            .prop_map(|(subtype, boundary, parts)| Mime::Multipart {
+                subtype,
+                boundary,
+                parts,
+            })
+    })
+}
+
+/// Wraps a tree in `n` more single-part multipart/mixed levels.
+fn deepen(mut tree: Mime, n: usize) -> Mime {
+    for i in 0..n {
+        tree = Mime::Multipart {
+            subtype: "mixed",
+            boundary: format!("deep{i}"),
+            parts: vec![tree],
+        };
+    }
+    tree
+}
 
 fn form(name: &str, value: &[u8]) -> Vec<u8> {
     let mut body =
@@ -44,6 +210,45 @@ proptest! {
         let _ = parse_inbound("multipart/form-data; boundary=xYzZY", &form("email", s.as_bytes()));
         let mime = format!("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n{s}");
         let _ = parse_inbound("multipart/form-data; boundary=xYzZY", &form("email", mime.as_bytes()));
+    }
+
+    #[test]
+    fn nested_mime_is_read_up_to_the_depth_limit(tree in mime_tree(false), extra in 0usize..40) {
+        let tree = deepen(tree, extra);
+        let result = parse_inbound("multipart/form-data; boundary=xYzZY", &form("email", &tree.message()));
+        if tree.depth() <= MAX_MIME_DEPTH {
+            prop_assert!(result.is_ok(), "{:?}", result.err());
+        } else {
+            let err = result.expect_err("too deep");
+            prop_assert!(err.to_string().contains("nested deeper than"), "{}", err);
+        }
+    }
+
+    #[test]
+    fn nested_mime_attachments_keep_their_bytes(tree in mime_tree(true)) {
+        let e = parse_inbound("multipart/form-data; boundary=xYzZY", &form("email", &tree.message()))
+            .expect("well-formed");
+        let mut files = Vec::new();
+        tree.files(&mut files);
+        let got: Vec<Vec<u8>> = e.attachments.iter().map(|a| a.data.clone()).collect();
+        prop_assert_eq!(got, files);
+        prop_assert!(e.attachments.iter().all(|a| a.decode_note.is_none()));
+    }
+
+    #[test]
+    fn damaged_nested_mime_never_panics(
+        tree in mime_tree(false),
+        cut in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+    ) {
+        let mut mime = tree.message();
+        for (at, byte) in flips {
+            let i = at.index(mime.len());
+            mime[i] = byte;
+        }
+        let _ = parse_inbound("multipart/form-data; boundary=xYzZY", &form("email", &mime));
+        mime.truncate(cut.index(mime.len() + 1));
+        let _ = parse_inbound("multipart/form-data; boundary=xYzZY", &form("email", &mime));
     }
 
     #[test]

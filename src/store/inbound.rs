@@ -45,13 +45,14 @@ RETURNING id
 const INSERT_ATTACHMENTS: &str = r#"
 INSERT INTO mailroom_inbound_attachments (
     email_id, position, filename, content_type, content_id, disposition, size_bytes, sha256,
-    content
+    content, decode_note
 )
 SELECT $1, u.position, u.filename, u.content_type, u.content_id, u.disposition, u.size_bytes,
-       u.sha256, u.content
+       u.sha256, u.content, u.decode_note
 FROM UNNEST($2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[],
-            $9::bytea[])
-    AS u(position, filename, content_type, content_id, disposition, size_bytes, sha256, content)
+            $9::bytea[], $10::text[])
+    AS u(position, filename, content_type, content_id, disposition, size_bytes, sha256, content,
+         decode_note)
 ON CONFLICT (email_id, position) DO NOTHING
 "#;
 
@@ -112,6 +113,7 @@ pub async fn insert_inbound(
     let mut size_bytes = Vec::with_capacity(n);
     let mut sha256 = Vec::with_capacity(n);
     let mut content: Vec<&[u8]> = Vec::with_capacity(n);
+    let mut decode_note = Vec::with_capacity(n);
     for (i, a) in e.attachments.iter().enumerate() {
         position.push(i32::try_from(i).unwrap_or(i32::MAX));
         filename.push(sanitize_opt(a.filename.as_deref()));
@@ -121,6 +123,7 @@ pub async fn insert_inbound(
         size_bytes.push(i64::try_from(a.data.len()).unwrap_or(i64::MAX));
         sha256.push(hex::encode(Sha256::digest(&a.data)));
         content.push(&a.data);
+        decode_note.push(sanitize_opt(a.decode_note.as_deref()));
     }
     sqlx::query(INSERT_ATTACHMENTS)
         .bind(id)
@@ -132,6 +135,7 @@ pub async fn insert_inbound(
         .bind(size_bytes)
         .bind(sha256)
         .bind(content)
+        .bind(decode_note)
         .execute(&mut *conn)
         .await
         .map_err(StoreError::query("inserting inbound attachments"))?;

@@ -1,27 +1,40 @@
-//! Raw mode: the full MIME message, parsed with mailparse. We walk the MIME tree for the first
-//! text/plain and text/html bodies that are not attachments (decoded by their charset and
-//! transfer encoding) and keep every other leaf part as an [`Attachment`] with its exact decoded
-//! bytes.
+//! Raw mode: the full MIME message, read as a mail client reads it. No email is refused for
+//! one bad part or one bad header line: a part whose transfer encoding is broken keeps what
+//! could be decoded (or its bytes as sent) with a note, a line that is not a header is skipped,
+//! a missing closing boundary ends the part at the end of the message. Only a message with no
+//! header field at all, one nested deeper than [`MAX_MIME_DEPTH`] or one with more than
+//! [`MAX_MIME_PARTS`] parts is refused.
 //!
-//! MIME bombs: mailparse recurses once per nested multipart, and every nesting level needs a
-//! `boundary` parameter, so before parsing we refuse messages naming `boundary` more than
-//! [`MAX_BOUNDARIES`] times (which bounds mailparse's recursion) or with more than
-//! [`MAX_BOUNDARY_LINES`] lines starting with `--` (which bounds its part count); after parsing we refuse trees
-//! deeper than [`MAX_MIME_DEPTH`] or with more than [`MAX_MIME_PARTS`] parts.
+//! Why our own MIME splitter rather than `mailparse::parse_mail`: mailparse refuses a whole
+//! message for one undecodable base64 part or one odd header line, and recurses once per
+//! nested multipart while parsing, so a deeply nested message overflows a small stack before
+//! any depth check can run. Here the tree is built iteratively (a work list, no recursion),
+//! the depth is checked before a level is split, and the walks that pick the body recurse at
+//! most [`MAX_MIME_DEPTH`] levels. Header fields, encoded words and parameters are in
+//! `header`, transfer encodings in `transfer`.
+//!
+//! Which part is what follows mail clients:
+//! - `multipart/alternative`: the last alternative that has a text/plain body gives `text`, the
+//!   last with a text/html body gives `html`; the text bodies of the other alternatives are
+//!   other renderings of the same message and are dropped (they stay in `raw_mime`); their
+//!   other parts are kept as attachments.
+//! - `multipart/related`: the root (the `start` parameter's Content-ID, else the first part)
+//!   holds the body; every other part is an attachment, `inline` unless it says otherwise.
+//! - `message/rfc822`: an attached email is one attachment of that type (its bytes as sent);
+//!   its own text is not merged into the outer body.
+//! - elsewhere the first text/plain and the first text/html that are not attachments (no
+//!   `attachment` disposition, no file name) are the bodies; every other leaf is an attachment.
 
-use mailparse::{DispositionType, MailHeaderMap, ParsedMail};
-
+use super::header::{self, BlockEnd, HeaderBlock, Params, Quoting};
+use super::transfer;
 use super::InboundError;
 use crate::Attachment;
 
-/// Deepest multipart nesting accepted.
+/// Deepest multipart nesting accepted. Mail clients stop around here too (Thunderbird at 100
+/// levels, Python's `email` has no limit but recurses); 32 levels of real mail do not occur.
 pub const MAX_MIME_DEPTH: usize = 32;
 /// Most MIME parts accepted in one message.
 pub const MAX_MIME_PARTS: usize = 1000;
-/// Most occurrences of the word `boundary` accepted before parsing.
-pub const MAX_BOUNDARIES: usize = 1000;
-/// Most lines starting with `--` accepted before parsing.
-pub const MAX_BOUNDARY_LINES: usize = 4 * MAX_MIME_PARTS;
 
 /// What the raw MIME message holds.
 #[derive(Debug, Default)]
@@ -41,142 +54,376 @@ fn mime_err(e: impl std::fmt::Display) -> InboundError {
     InboundError::Mime(e.to_string())
 }
 
-/// Lines starting with `--`: every MIME part needs one, so this bounds what mailparse allocates.
-fn count_dash_lines(raw: &[u8]) -> usize {
-    usize::from(raw.starts_with(b"--")) + raw.windows(3).filter(|w| w == b"\n--").count()
+/// One MIME part of the tree.
+#[derive(Debug)]
+struct Node<'a> {
+    head: HeaderBlock<'a>,
+    /// `type/subtype`, lower-case.
+    ctype: String,
+    params: Params,
+    children: Vec<usize>,
+    depth: usize,
 }
 
-/// RFC 5322 field names: printable ASCII except `:`.
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+impl<'a> Node<'a> {
+    fn new(head: HeaderBlock<'a>, depth: usize, default_type: &str) -> Self {
+        let params = head
+            .get("Content-Type")
+            .map(|v| header::parse_params(v, Quoting::Mime))
+            .unwrap_or_default();
+        // A missing or malformed type reads as the default (RFC 2045), as mail clients do.
+        let valid = params
+            .main
+            .split_once('/')
+            .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !params.main.contains(' '));
+        let ctype = if valid {
+            params.main.clone()
+        } else {
+            default_type.to_string()
+        };
+        Node {
+            head,
+            ctype,
+            params,
+            children: Vec::new(),
+            depth,
+        }
+    }
+
+    fn is_multipart(&self) -> bool {
+        !self.children.is_empty()
+    }
+
+    fn disposition(&self) -> Params {
+        self.head
+            .get("Content-Disposition")
+            .map(|v| header::parse_params(v, Quoting::Mime))
+            .unwrap_or_default()
+    }
+
+    fn filename(&self, disposition: &Params) -> Option<String> {
+        disposition
+            .get("filename")
+            .or_else(|| self.params.get("name"))
+            .map(str::to_string)
+    }
+
+    fn content_id(&self) -> Option<String> {
+        self.head.text("Content-ID").map(|v| strip_angles(&v))
+    }
+
+    /// A text/plain or text/html leaf that is a body, not an attachment.
+    fn body_candidate(&self) -> bool {
+        let d = self.disposition();
+        !self.is_multipart()
+            && (self.ctype == "text/plain" || self.ctype == "text/html")
+            && d.main != "attachment"
+            && self.filename(&d).is_none()
+    }
 }
 
-fn count_boundary_words(raw: &[u8]) -> usize {
-    const WORD: &[u8] = b"boundary";
-    raw.windows(WORD.len())
-        .filter(|w| w.eq_ignore_ascii_case(WORD))
-        .count()
+/// `<id@host>` -> `id@host`, as `cid:` URLs name it.
+fn strip_angles(v: &str) -> String {
+    let v = v.trim();
+    let v = v.strip_prefix('<').unwrap_or(v);
+    v.strip_suffix('>').unwrap_or(v).trim().to_string()
+}
+
+/// The line starting at `pos` (without CR LF or LF) and where the next one starts.
+fn line_at(raw: &[u8], pos: usize) -> (&[u8], usize) {
+    let rest = raw.get(pos..).unwrap_or_default();
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let line = &rest[..i];
+            (line.strip_suffix(b"\r").unwrap_or(line), pos + i + 1)
+        }
+        None => (rest, raw.len()),
+    }
+}
+
+/// The parts of a multipart body: between lines that are exactly `--boundary` (trailing
+/// whitespace allowed), up to `--boundary--` or the end of the body. The line break before a
+/// delimiter belongs to the delimiter. Stops after `limit` parts.
+fn split_multipart<'a>(body: &'a [u8], boundary: &[u8], limit: usize) -> Vec<&'a [u8]> {
+    let mut delim = b"--".to_vec();
+    delim.extend_from_slice(boundary);
+    let mut parts = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut pos = 0;
+    while pos < body.len() && parts.len() <= limit {
+        let (line, next) = line_at(body, pos);
+        if let Some(rest) = line.strip_prefix(delim.as_slice()) {
+            let (close, rest) = match rest.strip_prefix(b"--") {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            if rest.iter().all(|&b| b == b' ' || b == b'\t') {
+                if let Some(s) = start {
+                    let mut end = pos;
+                    if end > s && body.get(end - 1) == Some(&b'\n') {
+                        end -= 1;
+                        if end > s && body.get(end - 1) == Some(&b'\r') {
+                            end -= 1;
+                        }
+                    }
+                    parts.push(body.get(s..end).unwrap_or_default());
+                }
+                if close {
+                    return parts;
+                }
+                start = Some(next);
+            }
+        }
+        pos = next;
+    }
+    // No closing delimiter: the last part runs to the end (as every mail client reads it).
+    if let Some(s) = start {
+        if parts.len() <= limit {
+            parts.push(body.get(s..).unwrap_or_default());
+        }
+    }
+    parts
+}
+
+/// The MIME tree, breadth first, without recursion: nodes[0] is the message.
+fn build_tree(root: HeaderBlock<'_>) -> Result<Vec<Node<'_>>, InboundError> {
+    let mut nodes = vec![Node::new(root, 0, "text/plain")];
+    let mut i = 0;
+    while i < nodes.len() {
+        let node = &nodes[i];
+        let boundary = node
+            .params
+            .get("boundary")
+            .filter(|b| !b.is_empty())
+            .map(|b| b.as_bytes().to_vec());
+        if let (true, Some(boundary)) = (node.ctype.starts_with("multipart/"), boundary) {
+            let depth = node.depth + 1;
+            let default_type = if node.ctype == "multipart/digest" {
+                "message/rfc822"
+            } else {
+                "text/plain"
+            };
+            let room = MAX_MIME_PARTS.saturating_sub(nodes.len());
+            let bodies = split_multipart(node.head.body, &boundary, room);
+            if !bodies.is_empty() && depth > MAX_MIME_DEPTH {
+                return Err(mime_err(format!(
+                    "nested deeper than {MAX_MIME_DEPTH} levels"
+                )));
+            }
+            if bodies.len() > room {
+                // Each part starts at a boundary line; the wording is what operators grep for.
+                return Err(mime_err(format!(
+                    "more than {MAX_MIME_PARTS} parts (counted by boundary lines)"
+                )));
+            }
+            let first = nodes.len();
+            for b in bodies {
+                nodes.push(Node::new(
+                    header::split_header_block(b, BlockEnd::Lenient),
+                    depth,
+                    default_type,
+                ));
+            }
+            let last = nodes.len();
+            nodes[i].children = (first..last).collect();
+        }
+        i += 1;
+    }
+    Ok(nodes)
 }
 
 /// Parses a full MIME message.
 pub(crate) fn parse_mime(raw: &[u8]) -> Result<MimeContent, InboundError> {
-    if count_boundary_words(raw) > MAX_BOUNDARIES {
-        return Err(mime_err(format!(
-            "more than {MAX_BOUNDARIES} multipart boundaries"
-        )));
+    let root = header::split_header_block(raw, BlockEnd::Lenient);
+    if root.fields.is_empty() {
+        return Err(mime_err("no header fields"));
     }
-    if count_dash_lines(raw) > MAX_BOUNDARY_LINES {
-        return Err(mime_err(format!(
-            "more than {MAX_BOUNDARY_LINES} boundary lines"
-        )));
-    }
-    let (headers, body_offset) = mailparse::parse_headers(raw).map_err(mime_err)?;
-    if headers.is_empty() {
-        return Err(mime_err("no header block"));
-    }
-    if let Some(bad) = headers
-        .iter()
-        .map(|h| h.get_key())
-        .find(|k| !is_header_name(k))
-    {
-        return Err(mime_err(format!(
-            "invalid header name {:?}",
-            bad.chars().take(40).collect::<String>()
-        )));
-    }
-    let mail = mailparse::parse_mail(raw).map_err(mime_err)?;
-    let header_block = raw.get(..body_offset.min(raw.len())).unwrap_or_default();
-    let header_text = String::from_utf8_lossy(header_block);
     let mut out = MimeContent {
-        headers: header_text.trim_end_matches(['\r', '\n']).to_string(),
-        message_id: mail
-            .headers
-            .get_first_value("Message-ID")
-            .map(|v| v.trim().to_string()),
-        from: mail.headers.get_first_value("From"),
-        to: mail.headers.get_first_value("To"),
-        cc: mail.headers.get_first_value("Cc"),
-        subject: mail.headers.get_first_value("Subject"),
+        headers: String::from_utf8_lossy(root.raw)
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        message_id: root.text("Message-ID"),
+        from: root.text("From"),
+        to: root.text("To"),
+        cc: root.text("Cc"),
+        subject: root.text("Subject"),
         ..MimeContent::default()
     };
-    let mut seen = 0usize;
-    walk(&mail, 0, &mut seen, &mut out)?;
+    let nodes = build_tree(root)?;
+    Walker {
+        nodes: &nodes,
+        out: &mut out,
+    }
+    .visit(0, Ctx::Body);
     Ok(out)
 }
 
-fn walk(
-    part: &ParsedMail<'_>,
-    depth: usize,
-    seen: &mut usize,
-    out: &mut MimeContent,
-) -> Result<(), InboundError> {
-    *seen += 1;
-    if *seen > MAX_MIME_PARTS {
-        return Err(mime_err(format!("more than {MAX_MIME_PARTS} parts")));
-    }
-    if depth > MAX_MIME_DEPTH {
-        return Err(mime_err(format!(
-            "nested deeper than {MAX_MIME_DEPTH} levels"
-        )));
-    }
-    let mimetype = part.ctype.mimetype.to_ascii_lowercase();
-    if mimetype.starts_with("multipart/") {
-        for sub in &part.subparts {
-            walk(sub, depth + 1, seen, out)?;
-        }
-        return Ok(());
-    }
-    let disposition = part.get_content_disposition();
-    let filename = disposition
-        .params
-        .get("filename")
-        .or_else(|| part.ctype.params.get("name"))
-        .cloned();
-    let is_attachment = matches!(disposition.disposition, DispositionType::Attachment);
-    if !is_attachment && filename.is_none() {
-        let slot = match mimetype.as_str() {
-            "text/plain" => Some(&mut out.text),
-            "text/html" => Some(&mut out.html),
-            _ => None,
+/// Where a part sits, for what it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    /// It may be the body.
+    Body,
+    /// A losing alternative: its text bodies are dropped, its other parts kept.
+    OtherAlternative,
+    /// A non-root part of multipart/related: an attachment, inline by default.
+    Related,
+}
+
+struct Walker<'n, 'a> {
+    nodes: &'n [Node<'a>],
+    out: &'n mut MimeContent,
+}
+
+impl Walker<'_, '_> {
+    /// Does the part at `i` hold a body of type `kind` (as the body walk would find it)?
+    /// Recurses at most the tree's depth, which is bounded by [`MAX_MIME_DEPTH`].
+    fn provides(&self, i: usize, kind: &str) -> bool {
+        let Some(node) = self.nodes.get(i) else {
+            return false;
         };
-        if let Some(slot) = slot {
-            if slot.is_none() {
-                *slot = Some(body_text(part)?);
-                return Ok(());
+        if !node.is_multipart() {
+            return node.ctype == kind && node.body_candidate();
+        }
+        match node.ctype.as_str() {
+            "multipart/related" => self
+                .related_root(node)
+                .is_some_and(|r| self.provides(r, kind)),
+            _ => node.children.iter().any(|&c| self.provides(c, kind)),
+        }
+    }
+
+    fn related_root(&self, node: &Node<'_>) -> Option<usize> {
+        let start = node.params.get("start").map(strip_angles);
+        start
+            .and_then(|s| {
+                node.children.iter().copied().find(|&c| {
+                    self.nodes.get(c).and_then(Node::content_id).as_deref() == Some(s.as_str())
+                })
+            })
+            .or_else(|| node.children.first().copied())
+    }
+
+    fn visit(&mut self, i: usize, ctx: Ctx) {
+        let Some(node) = self.nodes.get(i) else {
+            return;
+        };
+        if !node.is_multipart() {
+            self.leaf(node, ctx);
+            return;
+        }
+        let children = node.children.clone();
+        match node.ctype.as_str() {
+            "multipart/alternative" => {
+                let last = |kind: &str| {
+                    children
+                        .iter()
+                        .rev()
+                        .copied()
+                        .find(|&c| self.provides(c, kind))
+                };
+                let (text, html) = (last("text/plain"), last("text/html"));
+                for c in children {
+                    let chosen = ctx == Ctx::Body && (Some(c) == text || Some(c) == html);
+                    let sub = match ctx {
+                        Ctx::Related => Ctx::Related,
+                        _ if chosen => Ctx::Body,
+                        _ => Ctx::OtherAlternative,
+                    };
+                    self.visit(c, sub);
+                }
+            }
+            "multipart/related" => {
+                let root = self.related_root(node);
+                for c in children {
+                    let sub = if Some(c) == root { ctx } else { Ctx::Related };
+                    self.visit(c, sub);
+                }
+            }
+            _ => {
+                for c in children {
+                    self.visit(c, ctx);
+                }
             }
         }
     }
-    let content_id = part
-        .headers
-        .get_first_value("Content-ID")
-        .map(|v| v.trim().to_string());
-    let disposition = match disposition.disposition {
-        DispositionType::Attachment => "attachment",
-        DispositionType::Inline
-            if part
-                .headers
-                .get_first_header("Content-Disposition")
-                .is_some() =>
-        {
-            "inline"
+
+    fn leaf(&mut self, node: &Node<'_>, ctx: Ctx) {
+        if node.body_candidate() {
+            match ctx {
+                Ctx::Body => {
+                    let slot = if node.ctype == "text/plain" {
+                        &mut self.out.text
+                    } else {
+                        &mut self.out.html
+                    };
+                    if slot.is_none() {
+                        *slot = Some(body_text(node));
+                        return;
+                    }
+                }
+                Ctx::OtherAlternative => return,
+                Ctx::Related => {}
+            }
         }
-        _ if content_id.is_some() => "inline",
-        _ => "attachment",
-    };
-    out.attachments.push(Attachment {
-        filename,
-        content_type: Some(mimetype),
-        content_id,
-        disposition: Some(disposition.to_string()),
-        data: part.get_body_raw().map_err(mime_err)?,
-    });
-    Ok(())
+        let disposition = node.disposition();
+        let content_id = node.content_id();
+        let decoded = transfer::decode_body(
+            node.head.text("Content-Transfer-Encoding").as_deref(),
+            node.head.body,
+        );
+        let kind = match disposition.main.as_str() {
+            "attachment" => "attachment",
+            "inline" => "inline",
+            _ if content_id.is_some() || ctx == Ctx::Related => "inline",
+            _ => "attachment",
+        };
+        self.out.attachments.push(Attachment {
+            filename: node.filename(&disposition),
+            content_type: Some(node.ctype.clone()),
+            content_id,
+            disposition: Some(kind.to_string()),
+            data: decoded.data,
+            decode_note: decoded.note,
+        });
+    }
 }
 
-/// A text body decoded by transfer encoding and charset; lossy UTF-8 if the charset is unknown.
-fn body_text(part: &ParsedMail<'_>) -> Result<String, InboundError> {
-    match part.get_body() {
-        Ok(text) => Ok(text),
-        Err(_) => Ok(String::from_utf8_lossy(&part.get_body_raw().map_err(mime_err)?).into_owned()),
+/// A text body decoded by transfer encoding and charset. No charset (or us-ascii, which WHATWG
+/// reads as windows-1252) decodes 8-bit bytes as windows-1252; an unknown charset as lossy UTF-8.
+/// A body that could not be transfer-decoded is read as sent.
+fn body_text(node: &Node<'_>) -> String {
+    let decoded = transfer::decode_body(
+        node.head.text("Content-Transfer-Encoding").as_deref(),
+        node.head.body,
+    );
+    match node.params.get("charset").filter(|c| !c.trim().is_empty()) {
+        Some(cs) => header::decode_charset(&decoded.data, cs),
+        None => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(&decoded.data)
+            .0
+            .into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_parts_at_exact_delimiter_lines() {
+        let body = b"preamble\r\n--b\r\none\r\n--b-not\r\n--b \r\ntwo\n--b--\r\nepilogue";
+        assert_eq!(
+            split_multipart(body, b"b", 10),
+            vec![&b"one\r\n--b-not"[..], &b"two"[..]]
+        );
+        // No closing delimiter: the last part runs to the end.
+        assert_eq!(split_multipart(b"--b\nx\n", b"b", 10), vec![&b"x\n"[..]]);
+        assert!(split_multipart(b"no parts", b"b", 10).is_empty());
+    }
+
+    #[test]
+    fn content_id_loses_its_brackets() {
+        assert_eq!(strip_angles(" <pic1@x> "), "pic1@x");
+        assert_eq!(strip_angles("pic1"), "pic1");
     }
 }

@@ -1,16 +1,20 @@
 //! Inbound Parse posts: multipart/form-data in parsed mode (SendGrid split the email into
 //! fields and file parts) or raw mode (the whole MIME message in the `email` field).
 //!
-//! - [`multipart`] splits the form (multer, in memory).
+//! - [`multipart`] splits the form (in memory, lenient about part headers).
 //! - `charset` decodes parsed-mode text fields by the `charsets` field.
-//! - [`mime`] reads raw-mode MIME (mailparse), bounded against MIME bombs.
+//! - [`mime`] reads raw-mode MIME as mail clients do, bounded against MIME bombs.
+//! - `header` (fields, RFC 2047 words, RFC 2231 parameters) and `transfer` (lenient base64 and
+//!   quoted-printable) are shared by both.
 //!
 //! In raw mode SendGrid still sends its own `to`, `from`, `subject`, ... fields; those win, and
 //! the MIME headers fill whatever they leave out.
 
 mod charset;
+mod header;
 pub mod mime;
 pub mod multipart;
+mod transfer;
 
 use serde_json::Value;
 use thiserror::Error;
@@ -149,14 +153,22 @@ fn form_attachments(parts: &[FormPart], email: &InboundEmail) -> Vec<Attachment>
                     .and_then(Value::as_str)
                     .map(str::to_string)
             };
-            let content_id = info_str("content-id").or_else(|| {
-                email
-                    .content_ids
-                    .as_ref()?
-                    .as_object()?
-                    .iter()
-                    .find_map(|(cid, v)| (v.as_str() == Some(p.name.as_str())).then(|| cid.clone()))
-            });
+            let content_id = info_str("content-id")
+                .or_else(|| {
+                    email
+                        .content_ids
+                        .as_ref()?
+                        .as_object()?
+                        .iter()
+                        .find_map(|(cid, v)| {
+                            (v.as_str() == Some(p.name.as_str())).then(|| cid.clone())
+                        })
+                })
+                .map(|cid| {
+                    let cid = cid.trim();
+                    let cid = cid.strip_prefix('<').unwrap_or(cid);
+                    cid.strip_suffix('>').unwrap_or(cid).to_string()
+                });
             Attachment {
                 filename: p.filename.clone().or_else(|| info_str("filename")),
                 content_type: p.content_type.clone().or_else(|| info_str("type")),
@@ -170,17 +182,15 @@ fn form_attachments(parts: &[FormPart], email: &InboundEmail) -> Vec<Attachment>
                 ),
                 content_id,
                 data: p.data.to_vec(),
+                decode_note: None,
             }
         })
         .collect()
 }
 
-/// The Message-ID from a header block.
+/// The Message-ID from a header block (read as raw mode reads headers: odd lines skipped).
 fn message_id_of(headers: &str) -> Option<String> {
-    use mailparse::MailHeaderMap;
-    let (parsed, _) = mailparse::parse_headers(headers.as_bytes()).ok()?;
-    parsed
-        .get_first_value("Message-ID")
-        .map(|v| v.trim().to_string())
+    header::split_header_block(headers.as_bytes(), header::BlockEnd::Whole)
+        .text("Message-ID")
         .filter(|v| !v.is_empty())
 }
