@@ -3,6 +3,7 @@
 //! - SIGTSTP / SIGUSR1: go quiet (stop receiving, keep running), like Shoryuken's TSTP.
 //! - SIGCONT / SIGUSR2: resume receiving.
 
+// tokio names no SIGTSTP or SIGCONT constructor: libc's constants, not hard-coded numbers.
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch};
 
@@ -18,10 +19,10 @@ pub struct Signals {
 pub fn install() -> std::io::Result<Signals> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut tstp = signal(SignalKind::from_raw(libc_sigtstp()))?;
+    let mut tstp = signal(SignalKind::from_raw(libc::SIGTSTP))?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
-    let mut cont = signal(SignalKind::from_raw(libc_sigcont()))?;
+    let mut cont = signal(SignalKind::from_raw(libc::SIGCONT))?;
     let (shutdown_tx, shutdown) = oneshot::channel();
     let (quiet_tx, quiet) = watch::channel(false);
     tokio::spawn(async move {
@@ -70,12 +71,4 @@ fn quiet_mode(tx: &watch::Sender<bool>, quiet: bool, name: &str) {
         );
         let _ = tx.send(quiet);
     }
-}
-
-// Signal numbers tokio has no named constructor for (Linux values).
-const fn libc_sigtstp() -> i32 {
-    20
-}
-const fn libc_sigcont() -> i32 {
-    18
 }

@@ -334,7 +334,7 @@ async fn a_database_outage_is_transient_for_every_job(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "./migrations")]
-async fn a_thousand_events_are_one_statement(pool: PgPool) {
+async fn a_thousand_events_in_ten_messages_are_stored_in_one_transaction(pool: PgPool) {
     let events: Vec<serde_json::Value> = (0..1000)
         .map(|i| {
             serde_json::json!({

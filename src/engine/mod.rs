@@ -4,31 +4,31 @@
 //! turns outcomes into coalesced SQS calls; the heartbeat extends what runs long; and shutdown
 //! drains, then releases what it will not finish.
 
+mod batcher;
+mod heartbeat;
 mod inflight;
 mod process;
+mod receive;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acker::{Acker, QueueRef};
-use crate::backoff::Backoff;
-use crate::config::{Config, QueueConfig, Scheduling};
+use crate::config::{Config, QueueConfig};
 use crate::handler::{DeadLetterSink, Handler, Registry};
 use crate::s3::Bodies;
 use crate::sqs;
 
+use batcher::batcher;
+use heartbeat::{heartbeat, report_in_flight};
 pub use inflight::InFlight;
-use inflight::Permits;
-use process::{process_batch, Delivery};
+use receive::{receive_loop, ReceiveLoop};
 
 /// A configured queue, resolved and ready.
 pub struct QueueRuntime {
@@ -123,7 +123,7 @@ pub struct Controls {
     /// Called when the drain starts.
     pub on_stopping: Box<dyn FnOnce() + Send>,
     /// Bumped on every finished receive and every heartbeat tick, so the systemd watchdog
-    /// (`notify::watchdog`) pings only while the engine makes progress (ops hook, issue 5).
+    /// (`notify::watchdog`) pings only while the engine makes progress: a stuck engine gets restarted.
     pub liveness: crate::notify::Liveness,
 }
 
@@ -321,246 +321,5 @@ impl Engine {
             "stopped"
         );
         report
-    }
-}
-
-struct ReceiveLoop {
-    queue: Arc<QueueRuntime>,
-    all: Vec<Arc<QueueRuntime>>,
-    scheduling: Scheduling,
-    shared: Arc<Shared>,
-    sqs: aws_sdk_sqs::Client,
-    out: mpsc::UnboundedSender<Vec<Delivery>>,
-    stop: CancellationToken,
-    quiet: watch::Receiver<bool>,
-    liveness: crate::notify::Liveness,
-}
-
-/// Receive only what can start now: wait for one permit, take up to a batch of free ones, then
-/// long-poll for exactly that many.
-async fn receive_loop(mut l: ReceiveLoop) {
-    let q = &l.queue;
-    let cfg = &q.config;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    loop {
-        if l.stop.is_cancelled() {
-            return;
-        }
-        // Quiet: hold here until resumed or stopped.
-        while *l.quiet.borrow() {
-            tokio::select! {
-                _ = l.stop.cancelled() => return,
-                changed = l.quiet.changed() => if changed.is_err() { break },
-            }
-        }
-        if l.scheduling == Scheduling::StrictPriority && outranked(q, &l.all) {
-            tokio::select! {
-                _ = l.stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-            }
-        }
-        let mut permits = tokio::select! {
-            _ = l.stop.cancelled() => return,
-            p = acquire(q, &l.shared.global, cfg.batch_size as usize) => p,
-        };
-        // Waiting for permits can take a while, and a higher queue may have turned busy
-        // meanwhile (it is the one freeing them): give them back rather than take its turn.
-        if l.scheduling == Scheduling::StrictPriority && outranked(q, &l.all) {
-            drop(permits);
-            continue;
-        }
-        // Not cancelled by shutdown: SQS may already have handed messages to this request, and
-        // dropping it would hide them for a whole visibility timeout. It ends within
-        // `wait_time_secs`; what it brings is registered, then released by the shutdown.
-        let result = sqs::receive(
-            &l.sqs,
-            &q.queue.url,
-            permits.len() as u32,
-            cfg.wait_time_secs,
-            cfg.visibility_timeout_secs,
-        )
-        .await;
-        l.liveness.bump();
-        match result {
-            Ok(messages) => {
-                let failures = backoff.succeed();
-                if failures > 0 {
-                    tracing::info!(queue = %q.queue.name, failures, "receiving again after errors");
-                }
-                q.busy.store(!messages.is_empty(), Ordering::Relaxed);
-                if messages.is_empty() {
-                    metrics::counter!("mailroom_empty_receives_total", "queue" => q.queue.name.to_string()).increment(1);
-                    continue;
-                }
-                metrics::counter!("mailroom_messages_received_total", "queue" => q.queue.name.to_string())
-                    .increment(messages.len() as u64);
-                permits.truncate(messages.len());
-                let deliveries = messages
-                    .into_iter()
-                    .zip(permits)
-                    .map(|(message, permits)| {
-                        let token = l.shared.inflight.insert(
-                            q.queue.clone(),
-                            message.receipt_handle.clone(),
-                            cfg.visibility_timeout_secs,
-                            cfg.heartbeat_secs,
-                            permits,
-                        );
-                        Delivery { message, token }
-                    })
-                    .collect();
-                if l.out.send(deliveries).is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                drop(permits);
-                metrics::counter!("mailroom_sqs_errors_total", "queue" => q.queue.name.to_string(), "op" => "receive").increment(1);
-                let delay = backoff.fail();
-                if backoff.failures() == 1 {
-                    tracing::error!(queue = %q.queue.name, %error, "receive failed; backing off until SQS answers again");
-                } else {
-                    tracing::debug!(queue = %q.queue.name, %error, failures = backoff.failures(), "receive failed again");
-                }
-                tokio::select! {
-                    _ = l.stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Under strict priority, a queue waits while a queue of higher priority is busy.
-fn outranked(queue: &QueueRuntime, all: &[Arc<QueueRuntime>]) -> bool {
-    all.iter()
-        .any(|other| other.priority > queue.priority && other.busy.load(Ordering::Relaxed))
-}
-
-/// Wait for one permit of each kind, then take up to `max` without waiting.
-async fn acquire(queue: &QueueRuntime, global: &Arc<Semaphore>, max: usize) -> Vec<Permits> {
-    let mut permits = Vec::with_capacity(max);
-    let first_queue = queue
-        .permits
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphores are never closed");
-    let first_global = global
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphores are never closed");
-    permits.push(Permits {
-        _queue: first_queue,
-        _global: first_global,
-    });
-    while permits.len() < max {
-        let Ok(q) = queue.permits.clone().try_acquire_owned() else {
-            break;
-        };
-        let Ok(g) = global.clone().try_acquire_owned() else {
-            break;
-        };
-        permits.push(Permits {
-            _queue: q,
-            _global: g,
-        });
-    }
-    permits
-}
-
-/// Group deliveries into handler batches: what is already waiting, plus what arrives within the
-/// queue's batch window, up to its batch limit.
-async fn batcher(
-    queue: Arc<QueueRuntime>,
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
-    stop: CancellationToken,
-    abandon: CancellationToken,
-    handlers: TaskTracker,
-) {
-    let max = queue.config.max_batch_messages as usize;
-    let window = Duration::from_millis(queue.config.batch_window_ms);
-    loop {
-        let mut batch = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            first = rx.recv() => match first { Some(b) => b, None => return },
-        };
-        let deadline = Instant::now() + window;
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) if window.is_zero() => break,
-                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                    more = rx.recv() => match more { Some(more) => batch.extend(more), None => break },
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    // Gathered but not started: left in the registry, released on shutdown.
-                    _ = stop.cancelled() => return,
-                },
-            }
-        }
-        while !batch.is_empty() {
-            let rest = batch.split_off(batch.len().min(max));
-            let (queue, shared, abandon) = (queue.clone(), shared.clone(), abandon.clone());
-            handlers.spawn(async move {
-                tokio::select! {
-                    _ = abandon.cancelled() => {}
-                    _ = process_batch(queue, shared, batch) => {}
-                }
-            });
-            batch = rest;
-        }
-    }
-}
-
-/// Extend the visibility of long-running messages, batched through the acker.
-const HEARTBEAT_TICK: Duration = Duration::from_millis(250);
-
-async fn heartbeat(
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    liveness: crate::notify::Liveness,
-) {
-    // A message is extended at the first tick after its heartbeat period has passed, so a tick
-    // well under the shortest period (1 s) keeps that lateness small next to the visibility
-    // timeout left. Each tick only walks the in-flight registry.
-    let mut tick = tokio::time::interval(HEARTBEAT_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            // Keep beating through the drain: handlers still run then.
-            _ = tick.tick() => {}
-            // Aborted by `run` once the drain is over.
-            _ = stop.cancelled() => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-        liveness.bump();
-        let extended = shared.inflight.beat(&shared.acker);
-        if extended > 0 {
-            tracing::debug!(extended, "heartbeat extended visibility");
-        }
-    }
-}
-
-async fn report_in_flight(
-    queues: Vec<Arc<QueueRuntime>>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for q in &queues {
-            counts.insert(&q.queue.name, shared.inflight.count_for(&q.queue.name));
-        }
-        for (name, count) in counts {
-            metrics::gauge!("mailroom_in_flight", "queue" => name.to_string()).set(count as f64);
-        }
     }
 }
