@@ -2,6 +2,9 @@
 # The main job, locally: Postgres + an SQS/S3-compatible server (rustack) + mailroom-router
 # serve + the mailroom worker, with sample SendGrid traffic posted to the router and landing in
 # Postgres. Installs what it needs (pinned), prints the stored rows, then drains and stops.
+# The worker is the example application's own binary (examples/custom-worker: Mailroom's builder
+# plus an orders handler and a SendGrid hook), so the demo also shows an application queue and
+# the hook marking bounced addresses once, though SendGrid posts the same batch twice.
 #
 #   scripts/demo.sh           # run the demo, print the tables, stop everything
 #   scripts/demo.sh --stay    # keep the stack running until Ctrl-C (post your own traffic)
@@ -10,8 +13,9 @@ cd "$ROOT"
 STAY=""; [ "${1:-}" = "--stay" ] && STAY=1
 trap stop_started EXIT
 
-log "building mailroom and mailroom-router"
-cargo build --quiet -p mailroom --bin mailroom && cargo build --quiet -p mailroom-router --bin mailroom-router
+log "building mailroom, mailroom-app (examples/custom-worker) and mailroom-router"
+cargo build --quiet -p mailroom --bin mailroom && cargo build --quiet -p mailroom-router --bin mailroom-router \
+  && cargo build --quiet -p mailroom-example-app --bin mailroom-app
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
 ensure_postgres
@@ -31,6 +35,7 @@ queue_with_dlq() { # prints the queue URL
 }
 EVENTS_URL=$(queue_with_dlq mailroom-events)
 INBOUND_URL=$(queue_with_dlq mailroom-inbound)
+ORDERS_URL=$(queue_with_dlq app-orders)
 curl -sf -X PUT "$AWS_ENDPOINT_URL/mailroom-large-bodies" >/dev/null
 log "queues: $EVENTS_URL, $INBOUND_URL; bucket mailroom-large-bodies"
 
@@ -55,12 +60,21 @@ url = "$INBOUND_URL"
 handler = "sendgrid"
 concurrency = 4
 wait_time_secs = 2
+[[queue]]
+name = "app-orders"
+url = "$ORDERS_URL"
+handler = "orders"
+message_format = "plain"
+wait_time_secs = 2
+[handlers.orders]
+default_currency = "EUR"
 TOML
 export MAILROOM_CONFIG="$STACK_DIR/demo.toml"
-"$BIN/mailroom" migrate
-"$BIN/mailroom" check
+"$BIN/mailroom-app" migrate
+psql -q -h 127.0.0.1 -U postgres -d "$DB" -f examples/custom-worker/schema.sql
+"$BIN/mailroom-app" check
 
-"$BIN/mailroom" run >"$STACK_DIR/worker.log" 2>&1 &
+"$BIN/mailroom-app" run >"$STACK_DIR/worker.log" 2>&1 &
 WORKER=$!; STARTED_PIDS+=($WORKER)
 PORT=$(free_port)
 MAILROOM_EVENTS_QUEUE_URL="$EVENTS_URL" MAILROOM_INBOUND_QUEUE_URL="$INBOUND_URL" \
@@ -93,13 +107,21 @@ post /sendgrid/events application/json "$STACK_DIR/large-batch.json"
 # Not an Event Webhook batch at all: kept in the dead-letter table with its reason.
 printf 'this is not json' >"$STACK_DIR/garbage.txt"
 post /sendgrid/events application/json "$STACK_DIR/garbage.txt"
+# The application's own queue: plain JSON orders, one of them sent twice.
+for order in '{"order_id":"A-1001","customer_email":"ana@example.com","total_cents":4200}' \
+             '{"order_id":"A-1002","customer_email":"bo@example.com","total_cents":990,"currency":"USD"}' \
+             '{"order_id":"A-1001","customer_email":"ana@example.com","total_cents":4200}'; do
+  sqs SendMessage "$(python3 -c 'import json,sys; print(json.dumps({"QueueUrl": sys.argv[1], "MessageBody": sys.argv[2]}))' "$ORDERS_URL" "$order")" >/dev/null
+done
+log "sent 3 order messages (one duplicate) to app-orders"
 
 q() { psql -h 127.0.0.1 -U postgres -d "$DB" -At -c "$1"; }
 expected_events=$(( $(python3 -c 'import json; print(len(json.load(open("examples/sendgrid/events.json"))))') + 2500 ))
 deadline=$((SECONDS + 60))
 until [ "$(q 'select count(*) from mailroom_events')" -ge "$expected_events" ] \
    && [ "$(q 'select count(*) from mailroom_inbound_emails')" -ge 2 ] \
-   && [ "$(q 'select count(*) from mailroom_dead_letters')" -ge 1 ]; do
+   && [ "$(q 'select count(*) from mailroom_dead_letters')" -ge 1 ] \
+   && [ "$(q 'select count(*) from app_orders')" -ge 2 ]; do
   if (( SECONDS >= deadline )); then log "timed out waiting for rows; see .stack/worker.log"; exit 1; fi
   sleep 0.5
 done
@@ -112,6 +134,10 @@ show "inbound emails" \
 show "attachments" \
   "select email_id, filename, content_type, size_bytes, left(sha256, 16) as sha256 from mailroom_inbound_attachments order by id"
 show "dead letters" "select queue, receive_count, reason from mailroom_dead_letters"
+show "app_orders (the application's own queue; the duplicate added no row)" \
+  "select order_id, customer_email, total_cents, currency from app_orders order by order_id"
+show "app_users marked by the SendGrid hook (once per event, though the batch was posted twice)" \
+  "select u.email, u.email_status, u.email_status_at, (select count(*) from app_email_status_changes c where c.email = u.email) as changes from app_users u order by email"
 
 if [ -n "$STAY" ]; then
   log "stack running; DATABASE_URL=$DATABASE_URL, router $ROUTER. Ctrl-C to stop."
