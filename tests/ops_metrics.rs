@@ -51,6 +51,34 @@ async fn metrics_move_and_readiness_follows_state() {
     assert_eq!(http_get(port, "/health").await.map(|r| r.0), Some(200));
     assert_eq!(http_get(port, "/nope").await.map(|r| r.0), Some(404));
 
+    // Regression: counters for what had not happened yet did not exist, so an alert on
+    // `increase(...) > 0` missed the first event after a restart. Before any traffic, each is 0.
+    let (_, before) = http_get(port, "/metrics").await.expect("/metrics");
+    let queue_label = format!("queue=\"{name}\"");
+    for metric in [
+        "mailroom_messages_dead_lettered_total",
+        "mailroom_messages_retried_total",
+        "mailroom_sqs_errors_total",
+        "mailroom_ack_failures_total",
+        "mailroom_messages_handled_total",
+        "mailroom_messages_deleted_total",
+    ] {
+        assert_eq!(
+            sample(&before, metric, &[&queue_label]),
+            Some(0.0),
+            "{metric} is registered at 0 at start:\n{before}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &before,
+            "mailroom_postgres_errors_total",
+            &["op=\"handler\""]
+        ),
+        Some(0.0),
+        "{before}"
+    );
+
     let mut ids = Vec::new();
     for m in 0..5 {
         let batch: Vec<String> = (0..2).map(|e| format!("{name}-{m}-{e}")).collect();

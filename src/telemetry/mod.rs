@@ -11,6 +11,7 @@ mod health;
 mod recorder;
 mod server;
 mod store_errors;
+mod zeroes;
 
 use std::net::SocketAddr;
 
@@ -19,6 +20,7 @@ pub use health::{Health, Phase, Probe, READY_CACHE};
 pub use recorder::{install_recorder, RecorderError};
 pub use server::{serve, ServerError};
 pub use store_errors::{count_postgres_error, CountingDeadLetters};
+pub use zeroes::register_zeroes;
 
 /// Parse `[telemetry] listen`.
 pub fn parse_listen(listen: &str) -> Result<SocketAddr, ServerError> {

@@ -187,7 +187,11 @@ impl Worker {
             ));
         }
         let metrics = match &config.telemetry.listen {
-            Some(_) => Some(telemetry::install_recorder().map_err(WorkerError::Recorder)?),
+            Some(_) => {
+                let handle = telemetry::install_recorder().map_err(WorkerError::Recorder)?;
+                telemetry::register_zeroes(&config);
+                Some(handle)
+            }
             None => None,
         };
 
