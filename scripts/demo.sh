@@ -49,6 +49,8 @@ shutdown_timeout_secs = 10
 [sqs]
 endpoint_url = "$AWS_ENDPOINT_URL"
 region = "$AWS_REGION"
+[s3]
+buckets = ["mailroom-large-bodies"]
 [[queue]]
 name = "mailroom-events"
 url = "$EVENTS_URL"

@@ -139,7 +139,8 @@ async fn dead_letters(path: &Path, worker: &Worker, command: DeadLettersCommand)
                     .await
                     .context("checking the database schema")?;
                 let aws = sqs::aws_config(&config.sqs).await;
-                let bodies = Bodies::new(&aws, aws.endpoint_url().is_some());
+                let bodies = Bodies::new(&aws, aws.endpoint_url().is_some())
+                    .restricted_to(&config.s3.buckets);
                 let registry = worker.build_registry(&config, &store).map_err(|problems| {
                     let texts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
                     anyhow::anyhow!("handlers: {}", texts.join("; "))

@@ -29,6 +29,8 @@ pub struct Config {
     pub sqs: SqsConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub s3: S3Config,
     /// Deprecated: `[handlers.sendgrid]`. Still read, with a warning; see [`Config::parse`].
     #[serde(default, rename = "sendgrid")]
     legacy_sendgrid: Option<LegacySendgridConfig>,
@@ -94,6 +96,15 @@ impl SqsConfig {
     pub fn ack_flush_interval(&self) -> Duration {
         Duration::from_millis(self.ack_flush_interval_ms.unwrap_or(5))
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The large-body buckets the router offloads to. The worker follows SQS Extended Client
+    /// pointers into these only; a pointer to any other bucket is a dead letter. Empty: any
+    /// bucket (with a warning from `check`).
+    pub buckets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -399,6 +410,13 @@ impl Config {
     /// take effect.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = self.deprecations.clone();
+        if self.s3.buckets.is_empty() {
+            warnings.push(
+                "[s3] buckets is not set: S3 pointers are followed into any bucket the \
+                 worker's credentials can read"
+                    .into(),
+            );
+        }
         for q in &self.queues {
             if let Some(c) = q.concurrency.filter(|&c| c > self.worker.total_concurrency) {
                 warnings.push(format!(

@@ -1,5 +1,6 @@
-//! Bodies offloaded to S3 (SQS Extended Client pointers): fetched before the handler runs, and
-//! deleted only after the message that points at them was deleted from SQS.
+//! Bodies offloaded to S3 (SQS Extended Client pointers): fetched before the handler runs, only
+//! from the configured large-body buckets, and never deleted by the worker (a redelivered
+//! pointer must still find its object; the bucket's lifecycle rule expires bodies).
 
 use aws_sdk_s3::Client;
 use mailroom_envelope::{decode, DecodeError, Decoded, Envelope, S3Pointer};
@@ -9,8 +10,8 @@ use crate::sqs::describe;
 /// Why a body could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// The object is gone (or never existed): retrying will not help.
-    #[error("S3 object s3://{bucket}/{key} does not exist")]
+    /// The object or its bucket is gone (or never existed): retrying will not help.
+    #[error("S3 object s3://{bucket}/{key} does not exist (no such key or bucket)")]
     Missing { bucket: String, key: String },
     /// S3 unreachable, throttled, or denied: retry later.
     #[error("S3 object s3://{bucket}/{key} could not be fetched: {reason}")]
@@ -38,6 +39,14 @@ pub enum OpenError {
     Envelope(#[source] DecodeError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(
+        "S3 pointer to s3://{bucket}/{key}: not a configured large-body bucket (allowed: {allowed})"
+    )]
+    ForeignBucket {
+        bucket: String,
+        key: String,
+        allowed: String,
+    },
     #[error("S3 object s3://{bucket}/{key} holds another S3 pointer")]
     PointerToPointer { bucket: String, key: String },
     #[error("envelope in s3://{bucket}/{key}: {source}")]
@@ -59,6 +68,8 @@ impl OpenError {
 #[derive(Clone)]
 pub struct Bodies {
     client: Client,
+    /// Buckets pointers may name; empty: any (`[s3] buckets` unset).
+    buckets: std::sync::Arc<[String]>,
 }
 
 impl Bodies {
@@ -69,7 +80,15 @@ impl Bodies {
             .build();
         Self {
             client: Client::from_conf(s3_config),
+            buckets: std::sync::Arc::from(Vec::new()),
         }
+    }
+
+    /// Follow pointers into these buckets only (`[s3] buckets`); a pointer elsewhere is a dead
+    /// letter. Empty keeps "any bucket".
+    pub fn restricted_to(mut self, buckets: &[String]) -> Self {
+        self.buckets = std::sync::Arc::from(buckets.to_vec());
+        self
     }
 
     /// An SQS message body as the envelope it carries: decoded, with an offloaded body fetched
@@ -80,6 +99,13 @@ impl Bodies {
         match decode(body).map_err(OpenError::Envelope)? {
             Decoded::Envelope(envelope) => Ok((envelope, None)),
             Decoded::Pointer(pointer) => {
+                if !self.buckets.is_empty() && !self.buckets.contains(&pointer.bucket) {
+                    return Err(OpenError::ForeignBucket {
+                        bucket: pointer.bucket,
+                        key: pointer.key,
+                        allowed: self.buckets.join(", "),
+                    });
+                }
                 let text = self.fetch(&pointer).await?;
                 match decode(&text) {
                     Ok(Decoded::Envelope(envelope)) => Ok((envelope, Some(pointer))),
@@ -109,7 +135,12 @@ impl Bodies {
         {
             Ok(out) => out,
             Err(err) => {
-                let missing = err.as_service_error().is_some_and(|e| e.is_no_such_key());
+                // A key or a bucket that does not exist is the message's fault: a dead letter,
+                // not a retry forever.
+                let missing = err.as_service_error().is_some_and(|e| {
+                    use aws_sdk_s3::error::ProvideErrorMetadata;
+                    e.is_no_such_key() || e.code() == Some("NoSuchBucket")
+                });
                 return Err(if missing {
                     FetchError::Missing { bucket, key }
                 } else {
@@ -159,20 +190,5 @@ impl Bodies {
             }
         }
         String::from_utf8(bytes).map_err(|_| FetchError::NotText { bucket, key })
-    }
-
-    /// Remove an object whose message is deleted. A failure leaves an orphan object (the
-    /// bucket's lifecycle rule expires it), never a lost message, so it is only logged.
-    pub async fn remove(&self, pointer: &S3Pointer) {
-        if let Err(err) = self
-            .client
-            .delete_object()
-            .bucket(&pointer.bucket)
-            .key(&pointer.key)
-            .send()
-            .await
-        {
-            tracing::warn!(bucket = %pointer.bucket, key = %pointer.key, error = %describe(&err), "could not delete offloaded body");
-        }
     }
 }

@@ -121,3 +121,128 @@ async fn oversized_s3_body_is_refused_before_it_is_read() {
         OVERSIZED_BYTES >> 20
     );
 }
+
+/// A new bucket holding `key` = a router envelope of `events` SendGrid events.
+async fn bucket_with_envelope(
+    s3: &aws_sdk_s3::Client,
+    prefix: &str,
+    key: &str,
+    events: usize,
+) -> String {
+    let bucket = unique(prefix).replace('_', "-");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let body = envelope(
+        mailroom_envelope::Kind::Events,
+        "application/json",
+        &events_body(prefix, 0, events),
+    );
+    s3.put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(body.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    bucket
+}
+
+/// Regression: the worker deleted an offloaded body once its message was stored, so a second
+/// delivery of the same pointer (SQS delivers at least once) found the object gone and became a
+/// dead letter although its data was stored. A pointer to a bucket that does not exist was
+/// retried forever (NoSuchBucket counted as transient) instead of becoming a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_s3_pointer_is_done_and_a_missing_bucket_is_a_dead_letter() {
+    let endpoint = endpoint();
+    let sqs = sqs_client(&endpoint).await;
+    let s3 = s3_client(&endpoint).await;
+    let bucket = bucket_with_envelope(&s3, "hostile-s3-twice", "body", 7).await;
+    let pointer = |bucket: &str| {
+        mailroom_envelope::S3Pointer {
+            bucket: bucket.into(),
+            key: "body".into(),
+        }
+        .to_message_body()
+    };
+    let queue = unique("hostile-s3-twice");
+    let url = create_queue(&sqs, &queue, 10, None).await;
+    let missing_bucket = unique("no-such-bucket").replace('_', "-");
+    let admin = admin_url();
+    let db_name = unique("hostile_s3_twice");
+    let db = fresh_db(&admin, &db_name).await;
+    let dir = temp_dir("hostile-s3-twice");
+    let mut cfg = WorkerConfig::new(&endpoint, &queue, &url, &db);
+    cfg.retry_intervals_secs = "[1, 1, 1, 1, 1, 1]".into();
+    let config = cfg.write(&dir);
+    let mut worker = Worker::start_numbered(&config, 0);
+
+    send(&sqs, &url, &[pointer(&bucket)]).await;
+    wait_stored(&db, 7, 0, 30, &mut worker).await;
+    wait_drained(&sqs, &url, 30).await;
+    // The same pointer again, after the first was stored and deleted from SQS.
+    send(&sqs, &url, &[pointer(&bucket), pointer(&missing_bucket)]).await;
+    wait_counts(&db, "1 dead letter", 30, &mut worker, |c| c.3 >= 1).await;
+    wait_drained(&sqs, &url, 30).await;
+    let letters = dead_letters(&db).await;
+    assert_eq!(
+        letters.len(),
+        1,
+        "only the missing bucket is a dead letter: {letters:?}"
+    );
+    assert_eq!(letters[0].1, pointer(&missing_bucket));
+    assert!(letters[0].0.contains("does not exist"), "{}", letters[0].0);
+    let (rows, distinct, _, _) = counts(&db).await.unwrap();
+    assert_eq!(
+        (rows, distinct),
+        (7, 7),
+        "the redelivery stored nothing twice"
+    );
+    assert!(
+        s3.head_object()
+            .bucket(&bucket)
+            .key("body")
+            .send()
+            .await
+            .is_ok(),
+        "the body stays for the lifecycle rule to expire"
+    );
+    assert!(worker.terminate(15));
+    drop_db(&admin, &db_name).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Regression: the worker followed pointers into any bucket its credentials could read (and
+/// deleted what it read there). With `[s3] buckets`, a pointer elsewhere is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pointer_to_a_bucket_outside_the_configured_ones_is_a_dead_letter() {
+    let endpoint = endpoint();
+    let sqs = sqs_client(&endpoint).await;
+    let s3 = s3_client(&endpoint).await;
+    let foreign = bucket_with_envelope(&s3, "hostile-s3-foreign", "body", 3).await;
+    let queue = unique("hostile-s3-foreign");
+    let url = create_queue(&sqs, &queue, 10, None).await;
+    let admin = admin_url();
+    let db_name = unique("hostile_s3_foreign");
+    let db = fresh_db(&admin, &db_name).await;
+    let dir = temp_dir("hostile-s3-foreign");
+    let mut cfg = WorkerConfig::new(&endpoint, &queue, &url, &db);
+    cfg.extra_queue = "[s3]\nbuckets = [\"mailroom-large-bodies\"]\n".into();
+    let config = cfg.write(&dir);
+    let mut worker = Worker::start_numbered(&config, 0);
+    let pointer = mailroom_envelope::S3Pointer {
+        bucket: foreign.clone(),
+        key: "body".into(),
+    }
+    .to_message_body();
+    send(&sqs, &url, &[pointer]).await;
+    wait_counts(&db, "1 dead letter", 30, &mut worker, |c| c.3 >= 1).await;
+    let letters = dead_letters(&db).await;
+    assert!(
+        letters[0].0.contains("not a configured large-body bucket"),
+        "{}",
+        letters[0].0
+    );
+    assert_eq!(counts(&db).await.unwrap().0, 0, "nothing stored from it");
+    assert!(worker.terminate(15));
+    drop_db(&admin, &db_name).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

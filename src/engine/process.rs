@@ -82,7 +82,7 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
         let label = outcome_label(&outcome);
         metrics::counter!("mailroom_messages_handled_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string(), "outcome" => label).increment(1);
         match decide(&queue, &delivery.message, outcome) {
-            Decision::Delete => delete(&queue, &shared, &mut settle, delivery, pointer),
+            Decision::Delete => delete(&queue, &shared, &mut settle, delivery),
             Decision::Visibility(secs) => {
                 metrics::counter!("mailroom_messages_retried_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
                 // Out of the registry first: a heartbeat tick after the visibility change was
@@ -90,7 +90,7 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
                 let permits = shared.inflight.take(delivery.token);
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
-                settle.add(permits, confirmed, None);
+                settle.add(permits, confirmed);
             }
             Decision::DeadLetter(reason) => letters.push((delivery, pointer, reason)),
         }
@@ -98,42 +98,34 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
     if !letters.is_empty() {
         keep_as_dead_letters(&queue, &shared, &mut settle, letters).await;
     }
-    settle.spawn(shared);
+    settle.spawn();
 }
 
-/// Acks handed to the acker, with the permits their messages hold and the S3 bodies to remove:
-/// one task per batch waits for SQS's answers, then releases the permits and removes bodies of
-/// deleted messages.
+/// Acks handed to the acker, with the permits their messages hold: one task per batch waits
+/// for SQS's answers, then releases the permits (so a permit is held until the message is acked).
+///
+/// Offloaded S3 bodies are not deleted here, on purpose: SQS delivers at least once, and a
+/// second copy of a message whose body was deleted would find its object gone and become a dead
+/// letter although its data is stored. The bucket's lifecycle rule expires bodies after a time
+/// longer than any redelivery (deploy/template.yaml: `LargeBodyRetentionDays`).
 #[derive(Default)]
 struct Settle {
-    waiting: Vec<(
-        Option<Permits>,
-        oneshot::Receiver<AckResult>,
-        Option<S3Pointer>,
-    )>,
+    waiting: Vec<(Option<Permits>, oneshot::Receiver<AckResult>)>,
 }
 
 impl Settle {
-    fn add(
-        &mut self,
-        permits: Option<Permits>,
-        confirmed: oneshot::Receiver<AckResult>,
-        remove: Option<S3Pointer>,
-    ) {
-        self.waiting.push((permits, confirmed, remove));
+    fn add(&mut self, permits: Option<Permits>, confirmed: oneshot::Receiver<AckResult>) {
+        self.waiting.push((permits, confirmed));
     }
 
-    fn spawn(self, shared: Arc<Shared>) {
+    fn spawn(self) {
         if self.waiting.is_empty() {
             return;
         }
         tokio::spawn(async move {
-            for (permits, confirmed, remove) in self.waiting {
-                let deleted = matches!(confirmed.await, Ok(Ok(())));
+            for (permits, confirmed) in self.waiting {
+                let _ = confirmed.await;
                 drop(permits);
-                if let (true, Some(pointer)) = (deleted, remove) {
-                    shared.bodies.remove(&pointer).await;
-                }
             }
         });
     }
@@ -247,18 +239,12 @@ fn decide(queue: &QueueRuntime, message: &Received, outcome: Outcome) -> Decisio
     }
 }
 
-fn delete(
-    queue: &QueueRuntime,
-    shared: &Shared,
-    settle: &mut Settle,
-    delivery: Delivery,
-    pointer: Option<S3Pointer>,
-) {
+fn delete(queue: &QueueRuntime, shared: &Shared, settle: &mut Settle, delivery: Delivery) {
     // Out of the registry before the delete is queued, so no heartbeat extends it meanwhile.
     let permits = shared.inflight.take(delivery.token);
     let receipt = delivery.message.receipt_handle.clone();
     let confirmed = shared.acker.delete(&queue.queue, receipt);
-    settle.add(permits, confirmed, pointer);
+    settle.add(permits, confirmed);
 }
 
 async fn keep_as_dead_letters(
@@ -293,7 +279,7 @@ async fn keep_as_dead_letters(
                 );
                 // The S3 object stays: the dead letter's body is the pointer to it.
                 drop(pointer);
-                delete(queue, shared, settle, delivery, None);
+                delete(queue, shared, settle, delivery);
             }
         }
         Err(error) => {
@@ -307,7 +293,7 @@ async fn keep_as_dead_letters(
                 let permits = shared.inflight.take(delivery.token);
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
-                settle.add(permits, confirmed, None);
+                settle.add(permits, confirmed);
             }
         }
     }

@@ -187,7 +187,8 @@ impl Worker {
                     registry,
                     queues,
                     sqs: client,
-                    bodies: Bodies::new(&aws, aws.endpoint_url().is_some()),
+                    bodies: Bodies::new(&aws, aws.endpoint_url().is_some())
+                        .restricted_to(&config.s3.buckets),
                 })
             }
             _ => None,
