@@ -239,6 +239,37 @@ async fn a_retry_delay_is_not_overridden_by_a_heartbeat_extension() {
     );
 }
 
+/// Regression: a shutdown during a Postgres outage hid the messages that had just failed
+/// transiently for the longest retry interval (15 minutes by default) instead of releasing them
+/// to the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_during_shutdown_releases_the_message() {
+    let sqs = sqs().await;
+    let name = unique_dashed("stop-transient");
+    let url = create_queue(&sqs, &name, 30, None).await;
+    send_numbered(&sqs, &url, 1).await;
+    let handler = Recording::new(
+        Arc::new(|_| Outcome::transient("database unavailable")),
+        Duration::from_millis(1500),
+    );
+    let dead = Arc::new(MemoryDeadLetters::default());
+    let mut running = start(
+        config(&name, &url, "retry_intervals_secs = [900]"),
+        handler.clone(),
+        dead,
+    )
+    .await;
+    eventually(10, "received", || running.inflight.len() == 1).await;
+    running.signal_stop(); // while the handler still runs
+    running.shutdown().await;
+    assert_eq!(handler.seen().len(), 1);
+    assert_eq!(
+        depth(&sqs, &url).await,
+        (1, 0),
+        "the message is visible again for the next process, not hidden for 900 s"
+    );
+}
+
 #[tokio::test]
 async fn in_flight_never_exceeds_the_queue_concurrency() {
     let sqs = sqs().await;

@@ -49,7 +49,15 @@ pub struct Shared {
     pub bodies: Bodies,
     pub dead_letters: Arc<dyn DeadLetterSink>,
     global: Arc<Semaphore>,
+    /// Set when the drain starts: a transient failure then releases its message (visibility 0)
+    /// for the next process instead of hiding it for the longest retry interval.
+    pub stopping: AtomicBool,
 }
+
+/// After the drain's deadline, how long releasing and the last acks may take: whatever SQS
+/// does, the process exits within `shutdown_timeout_secs` + this (keep systemd's
+/// `TimeoutStopSec` above the sum).
+pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Inputs to build an engine.
 pub struct EngineParts {
@@ -146,6 +154,17 @@ pub struct ShutdownReport {
     pub released: usize,
     /// Handler tasks still running when the shutdown timeout passed.
     pub abandoned: usize,
+    /// Receive loops still waiting on a long poll when the shutdown timeout passed.
+    pub open_receives: usize,
+}
+
+fn held_the_exit(handlers: usize, receives: usize) -> &'static str {
+    match (handlers > 0, receives > 0) {
+        (true, true) => "handlers still running and long polls still open at the shutdown timeout; releasing their messages",
+        (true, false) => "handlers still running at the shutdown timeout; releasing their messages",
+        (false, true) => "long polls still open at the shutdown timeout (SQS slow or unreachable); stopping them",
+        (false, false) => "the shutdown timeout passed",
+    }
 }
 
 pub struct Engine {
@@ -202,6 +221,7 @@ impl Engine {
             bodies,
             dead_letters,
             global: Arc::new(Semaphore::new(config.worker.total_concurrency as usize)),
+            stopping: AtomicBool::new(false),
         });
         Ok(Engine {
             config,
@@ -228,7 +248,7 @@ impl Engine {
             sqs,
             queues,
             shared,
-            acker_task,
+            mut acker_task,
         } = self;
         let stop_receiving = CancellationToken::new();
         let abandon = CancellationToken::new();
@@ -284,6 +304,9 @@ impl Engine {
             in_flight = shared.inflight.len(),
             "stopping: no more receives; draining running handlers"
         );
+        shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         stop_receiving.cancel();
         handlers.close();
         // Receives in flight finish (at most one long poll) while running handlers drain, both
@@ -296,13 +319,18 @@ impl Engine {
         })
         .await;
         if drained.is_err() {
+            // What held the exit: receive loops still in a long poll (SQS slow or unreachable),
+            // handlers still running, or both. Said as it is, not always "handlers".
+            report.open_receives = loops.len();
+            report.abandoned = handlers.len();
             loops.abort_all();
             while loops.join_next().await.is_some() {}
-            report.abandoned = handlers.len();
             tracing::warn!(
                 abandoned = report.abandoned,
+                open_receives = report.open_receives,
                 timeout_secs = deadline.as_secs(),
-                "handlers still running at the shutdown timeout; releasing their messages"
+                "{}",
+                held_the_exit(report.abandoned, report.open_receives)
             );
             abandon.cancel();
             handlers.wait().await;
@@ -311,10 +339,23 @@ impl Engine {
         let _ = heartbeat.await;
         let _ = gauges.await;
         report.released = shared.inflight.release_all(&shared.acker);
-        shared.acker.flush().await;
-        drop(queues);
-        drop(shared);
-        let _ = acker_task.await;
+        // Bounded whatever SQS does: a release that cannot be sent leaves the message to its
+        // visibility timeout, which is what an unreachable SQS would do anyway.
+        let released = tokio::time::timeout(RELEASE_GRACE, async {
+            shared.acker.flush().await;
+            drop(queues);
+            drop(shared);
+            let _ = (&mut acker_task).await;
+        })
+        .await;
+        if released.is_err() {
+            acker_task.abort();
+            tracing::warn!(
+                grace_secs = RELEASE_GRACE.as_secs(),
+                "SQS did not confirm the last releases and deletes in time; those messages \
+                 reappear after their visibility timeout"
+            );
+        }
         tracing::info!(
             released = report.released,
             abandoned = report.abandoned,

@@ -81,7 +81,8 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
     for (delivery, pointer, outcome) in results {
         let label = outcome_label(&outcome);
         metrics::counter!("mailroom_messages_handled_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string(), "outcome" => label).increment(1);
-        match decide(&queue, &delivery.message, outcome) {
+        let stopping = shared.stopping.load(std::sync::atomic::Ordering::Relaxed);
+        match decide(&queue, &delivery.message, outcome, stopping) {
             Decision::Delete => delete(&queue, &shared, &mut settle, delivery),
             Decision::Visibility(secs) => {
                 metrics::counter!("mailroom_messages_retried_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
@@ -190,7 +191,7 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
 }
 
 /// Turn an outcome into what happens to the SQS message.
-fn decide(queue: &QueueRuntime, message: &Received, outcome: Outcome) -> Decision {
+fn decide(queue: &QueueRuntime, message: &Received, outcome: Outcome, stopping: bool) -> Decision {
     let cfg = &queue.config;
     match outcome {
         Outcome::Done => Decision::Delete,
@@ -214,6 +215,12 @@ fn decide(queue: &QueueRuntime, message: &Received, outcome: Outcome) -> Decisio
                     as u32
             });
             if retry.transient {
+                // Shutting down: the fault may be this process's (its connections); release
+                // the message to the next process rather than hiding it for the longest interval.
+                if stopping {
+                    log_retry(0);
+                    return Decision::Visibility(0);
+                }
                 let secs = after.unwrap_or_else(|| cfg.longest_retry_secs());
                 log_retry(secs);
                 return Decision::Visibility(secs);

@@ -390,7 +390,21 @@ impl PrivateRustack {
         }
     }
 
+    /// SIGSTOP or SIGCONT: a stopped server still accepts connections (the kernel does) but
+    /// never answers, as an unreachable SQS behind a black-holing network would.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig} rustack");
+        }
+    }
+
     pub fn kill(&mut self) {
+        self.signal("CONT");
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
