@@ -167,9 +167,25 @@ pub async fn insert_new_events<'r, 'a>(
 fn dedupe<'r, 'a>(records: &'r [EventRecord<'a>]) -> Vec<(Cow<'r, str>, &'r EventRecord<'a>)> {
     let mut unique: BTreeMap<Cow<'r, str>, &'r EventRecord<'a>> = BTreeMap::new();
     for r in records {
-        unique.entry(sanitize(&r.event.sg_event_id)).or_insert(r);
+        unique.entry(event_key(&r.event.sg_event_id)).or_insert(r);
     }
     unique.into_iter().collect()
+}
+
+/// The `sg_event_id` as stored. Postgres text cannot hold NUL, and removing it would merge two
+/// distinct ids (`a\0b` and `ab`) into one row, silently. An id holding NUL is stored escaped
+/// instead: U+0001 (which no SendGrid id contains) then the id with `%` as `%25` and NUL as
+/// `%00`, which is one-to-one and cannot equal an id without NUL. Every other id, that is every
+/// real one, is stored exactly as sent.
+pub(crate) fn event_key(id: &str) -> Cow<'_, str> {
+    if id.contains('\0') {
+        Cow::Owned(format!(
+            "\u{1}{}",
+            id.replace('%', "%25").replace('\0', "%00")
+        ))
+    } else {
+        Cow::Borrowed(id)
+    }
 }
 
 enum Inserted {
@@ -306,6 +322,19 @@ async fn insert_chunk(
 #[cfg(test)]
 mod tests {
     use super::text_array_literal;
+
+    /// Regression: two event ids that differ only by a NUL byte merged into one row (the NUL
+    /// was removed before the unique key).
+    #[test]
+    fn event_ids_that_differ_only_by_nul_keep_distinct_keys() {
+        use super::event_key;
+        let ids = ["ab", "a\0b", "a\0\0b", "\0ab", "a%00b", "a\0%b"];
+        let keys: std::collections::HashSet<String> =
+            ids.iter().map(|id| event_key(id).into_owned()).collect();
+        assert_eq!(keys.len(), ids.len(), "{keys:?}");
+        assert!(keys.iter().all(|k| !k.contains('\0')), "Postgres can store every key");
+        assert_eq!(event_key("abc.filter0001"), "abc.filter0001", "real ids are unchanged");
+    }
 
     #[test]
     fn text_array_literal_quotes_every_element() {
