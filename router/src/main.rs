@@ -34,7 +34,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    init_tracing(in_lambda);
+    init_tracing(log_format_is_json(
+        in_lambda,
+        std::env::var("MAILROOM_LOG_FORMAT").ok().as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    ));
     let mode = match cli.command {
         Some(Command::Serve { listen }) => Mode::Serve(listen),
         Some(Command::Lambda) => Mode::Lambda,
@@ -67,6 +71,16 @@ enum Mode {
     Lambda,
 }
 
+/// Like the worker's `log_format`: "json", "human", or "auto" (the default: JSON in Lambda and
+/// whenever the output is not a terminal, so a log file never gets ANSI colour codes).
+fn log_format_is_json(in_lambda: bool, format: Option<&str>, terminal: bool) -> bool {
+    match format {
+        Some("json") => true,
+        Some("human") => false,
+        _ => in_lambda || !terminal,
+    }
+}
+
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -79,7 +93,25 @@ fn init_tracing(json: bool) {
             .with_current_span(false)
             .init();
     } else {
-        builder.init();
+        // Human format only reaches a terminal unless asked for; colours only there.
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_format_is_json;
+
+    /// Regression: the router wrote ANSI colour codes into its log when the output was a file.
+    #[test]
+    fn a_log_file_gets_json_not_colour_codes() {
+        assert!(log_format_is_json(false, None, false), "a file: JSON");
+        assert!(!log_format_is_json(false, None, true), "a terminal: human");
+        assert!(log_format_is_json(true, None, true), "Lambda: JSON");
+        assert!(!log_format_is_json(false, Some("human"), false));
+        assert!(log_format_is_json(false, Some("json"), true));
     }
 }
 
