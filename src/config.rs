@@ -16,6 +16,9 @@ pub const MAX_BATCH_SIZE: u32 = 10;
 /// Longest visibility timeout SQS allows (12 hours).
 pub const MAX_VISIBILITY_TIMEOUT_SECS: u32 = 43_200;
 
+/// Default `[worker] max_body_bytes_in_flight`: one body of the 64 MiB envelope limit at a time.
+pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
+
 /// Environment variables that override the file.
 pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 pub const ENV_SQS_ENDPOINT_URL: &str = "MAILROOM_SQS_ENDPOINT_URL";
@@ -58,6 +61,9 @@ pub struct WorkerConfig {
     pub shutdown_timeout_secs: u64,
     /// How queues share `total_concurrency`: "weighted" or "strict_priority".
     pub scheduling: Scheduling,
+    /// Most bytes of S3-offloaded bodies fetched, decoded and being stored at once; a body that
+    /// does not fit waits, one larger than all of it runs alone.
+    pub max_body_bytes_in_flight: u64,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +72,7 @@ impl Default for WorkerConfig {
             total_concurrency: 64,
             shutdown_timeout_secs: 25,
             scheduling: Scheduling::Weighted,
+            max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
         }
     }
 }
@@ -346,6 +353,9 @@ impl Config {
         if self.store.database_url.is_none() {
             problems
                 .push("store.database_url is not set (set it or the DATABASE_URL env var)".into());
+        }
+        if self.worker.max_body_bytes_in_flight == 0 {
+            problems.push("worker.max_body_bytes_in_flight must be at least 1".into());
         }
         if self.store.max_connections == 0 {
             problems.push("store.max_connections must be at least 1".into());

@@ -92,38 +92,101 @@ impl Bodies {
     }
 
     /// An SQS message body as the envelope it carries: decoded, with an offloaded body fetched
-    /// and decoded in turn. The one way both the engine and `dead-letters replay` open a
-    /// message, so they cannot disagree about what is a dead letter. The pointer is returned
+    /// and decoded in turn. `dead-letters replay` opens a message this way; the engine makes the
+    /// same calls ([`Bodies::check_bucket`], [`Bodies::open_pointer`]) with its body budget in
+    /// between, so the two cannot disagree about what is a dead letter. The pointer is returned
     /// with the envelope it led to.
     pub async fn open(&self, body: &str) -> Result<(Envelope, Option<S3Pointer>), OpenError> {
         match decode(body).map_err(OpenError::Envelope)? {
             Decoded::Envelope(envelope) => Ok((envelope, None)),
             Decoded::Pointer(pointer) => {
-                if !self.buckets.is_empty() && !self.buckets.contains(&pointer.bucket) {
-                    return Err(OpenError::ForeignBucket {
-                        bucket: pointer.bucket,
-                        key: pointer.key,
-                        allowed: self.buckets.join(", "),
-                    });
-                }
-                let text = self.fetch(&pointer).await?;
-                match decode(&text) {
-                    Ok(Decoded::Envelope(envelope)) => Ok((envelope, Some(pointer))),
-                    Ok(Decoded::Pointer(_)) => Err(OpenError::PointerToPointer {
-                        bucket: pointer.bucket,
-                        key: pointer.key,
-                    }),
-                    Err(source) => Err(OpenError::EnvelopeInS3 {
-                        bucket: pointer.bucket,
-                        key: pointer.key,
-                        source,
-                    }),
-                }
+                self.check_bucket(&pointer)?;
+                let envelope = self
+                    .open_pointer(&pointer, mailroom_envelope::MAX_MESSAGE_BYTES)
+                    .await?;
+                Ok((envelope, Some(pointer)))
             }
         }
     }
 
+    /// A pointer into a bucket other than the configured ones is refused.
+    pub fn check_bucket(&self, pointer: &S3Pointer) -> Result<(), OpenError> {
+        if !self.buckets.is_empty() && !self.buckets.contains(&pointer.bucket) {
+            return Err(OpenError::ForeignBucket {
+                bucket: pointer.bucket.clone(),
+                key: pointer.key.clone(),
+                allowed: self.buckets.join(", "),
+            });
+        }
+        Ok(())
+    }
+
+    /// The object's size (HEAD), so the engine can reserve memory for it before reading it.
+    pub async fn size(&self, pointer: &S3Pointer) -> Result<u64, FetchError> {
+        let (bucket, key) = (pointer.bucket.clone(), pointer.key.clone());
+        match self
+            .client
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.content_length().unwrap_or(0).max(0) as u64),
+            Err(err) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                // HEAD has no body, so a missing bucket reads as NotFound (404) like a key.
+                let missing = err.as_service_error().is_some_and(|e| {
+                    e.is_not_found() || matches!(e.code(), Some("NoSuchBucket" | "NoSuchKey"))
+                }) || err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 404);
+                Err(if missing {
+                    FetchError::Missing { bucket, key }
+                } else {
+                    FetchError::Unavailable {
+                        bucket,
+                        key,
+                        reason: describe(&err),
+                    }
+                })
+            }
+        }
+    }
+
+    /// Fetch the object a pointer names, reading at most `limit` bytes, and decode the envelope
+    /// it holds.
+    pub async fn open_pointer(
+        &self,
+        pointer: &S3Pointer,
+        limit: usize,
+    ) -> Result<Envelope, OpenError> {
+        let text = self.fetch_at_most(pointer, limit).await?;
+        match decode(&text) {
+            Ok(Decoded::Envelope(envelope)) => Ok(envelope),
+            Ok(Decoded::Pointer(_)) => Err(OpenError::PointerToPointer {
+                bucket: pointer.bucket.clone(),
+                key: pointer.key.clone(),
+            }),
+            Err(source) => Err(OpenError::EnvelopeInS3 {
+                bucket: pointer.bucket.clone(),
+                key: pointer.key.clone(),
+                source,
+            }),
+        }
+    }
+
     pub async fn fetch(&self, pointer: &S3Pointer) -> Result<String, FetchError> {
+        self.fetch_at_most(pointer, mailroom_envelope::MAX_MESSAGE_BYTES)
+            .await
+    }
+
+    /// [`Bodies::fetch`], refusing past `limit` bytes (at most the envelope limit).
+    pub async fn fetch_at_most(
+        &self,
+        pointer: &S3Pointer,
+        limit: usize,
+    ) -> Result<String, FetchError> {
         let (bucket, key) = (pointer.bucket.clone(), pointer.key.clone());
         let out = match self
             .client
@@ -152,7 +215,7 @@ impl Bodies {
                 });
             }
         };
-        let max = mailroom_envelope::MAX_MESSAGE_BYTES;
+        let max = limit.min(mailroom_envelope::MAX_MESSAGE_BYTES);
         let declared = out.content_length().unwrap_or(0).max(0) as u64;
         if declared > max as u64 {
             return Err(FetchError::TooLarge {

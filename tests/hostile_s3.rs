@@ -246,3 +246,91 @@ async fn a_pointer_to_a_bucket_outside_the_configured_ones_is_a_dead_letter() {
     drop_db(&admin, &db_name).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression: memory was bounded by concurrency, not bytes: hostile S3 pointers to large
+/// objects (up to the 64 MiB envelope limit) took peak RSS to 625 MiB (bodies in flight x body
+/// size). Offloaded bodies now reserve their size in `max_body_bytes_in_flight` (64 MiB by
+/// default) before they are read; the rest wait. `MAILROOM_BODY_BUDGET_BYTES` runs the same
+/// load with another budget, for BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_s3_bodies_wait_for_the_byte_budget_instead_of_piling_up_in_memory() {
+    const BODIES: usize = 4;
+    const BODY_BYTES: usize = 28 * 1024 * 1024;
+    let endpoint = endpoint();
+    let sqs = sqs_client(&endpoint).await;
+    let s3 = s3_client(&endpoint).await;
+    let bucket = unique("hostile-s3-budget").replace('_', "-");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    // An envelope whose body (28 MiB, ~37 MiB as base64) is not an Event Webhook batch: fetched,
+    // decoded, refused by the handler, dead-lettered. Every byte of it passes through memory.
+    let junk = vec![b'x'; BODY_BYTES];
+    let object = envelope(mailroom_envelope::Kind::Events, "application/json", &junk);
+    drop(junk);
+    let mut pointers = Vec::new();
+    for i in 0..BODIES {
+        let key = format!("big-{i}");
+        s3.put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(object.clone().into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+        pointers.push(
+            mailroom_envelope::S3Pointer {
+                bucket: bucket.clone(),
+                key,
+            }
+            .to_message_body(),
+        );
+    }
+    drop(object);
+    let queue = unique("hostile-s3-budget");
+    let url = create_queue(&sqs, &queue, 60, None).await;
+    let admin = admin_url();
+    let db_name = unique("hostile_s3_budget");
+    let db = fresh_db(&admin, &db_name).await;
+    let dir = temp_dir("hostile-s3-budget");
+    let mut cfg = WorkerConfig::new(&endpoint, &queue, &url, &db);
+    cfg.visibility_timeout_secs = 60;
+    cfg.heartbeat_secs = 5;
+    let mut config_text = std::fs::read_to_string(cfg.write(&dir)).unwrap();
+    if let Ok(budget) = std::env::var("MAILROOM_BODY_BUDGET_BYTES") {
+        config_text = config_text.replacen(
+            "[worker]\n",
+            &format!("[worker]\nmax_body_bytes_in_flight = {budget}\n"),
+            1,
+        );
+    }
+    let config = dir.join("budget.toml");
+    std::fs::write(&config, config_text).unwrap();
+    send(&sqs, &url, &pointers).await;
+    let mut worker = Worker::start_numbered(&config, 0);
+    wait_counts(&db, "every body dead-lettered", 120, &mut worker, |c| {
+        c.3 >= BODIES as i64
+    })
+    .await;
+    let rss_mib = worker.peak_rss_kib() / 1024;
+    assert!(worker.terminate(15));
+    for i in 0..BODIES {
+        let _ = s3
+            .delete_object()
+            .bucket(&bucket)
+            .key(format!("big-{i}"))
+            .send()
+            .await;
+    }
+    drop_db(&admin, &db_name).await;
+    let _ = std::fs::remove_dir_all(dir);
+    eprintln!(
+        "peak RSS with {BODIES} offloaded bodies of {} MiB: {rss_mib} MiB",
+        BODY_BYTES >> 20
+    );
+    if std::env::var("MAILROOM_BODY_BUDGET_BYTES").is_err() {
+        assert!(
+            rss_mib <= 260,
+            "{BODIES} bodies of {} MiB took {rss_mib} MiB of RSS: the budget did not hold",
+            BODY_BYTES >> 20
+        );
+    }
+}

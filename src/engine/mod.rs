@@ -5,6 +5,7 @@
 //! drains, then releases what it will not finish.
 
 mod batcher;
+mod budget;
 mod heartbeat;
 mod inflight;
 mod process;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub bodies: Bodies,
     pub dead_letters: Arc<dyn DeadLetterSink>,
     global: Arc<Semaphore>,
+    /// Bytes of offloaded bodies in flight (`[worker] max_body_bytes_in_flight`).
+    pub budget: budget::Budget,
     /// Set when the drain starts: a transient failure then releases its message (visibility 0)
     /// for the next process instead of hiding it for the longest retry interval.
     pub stopping: AtomicBool,
@@ -222,6 +225,7 @@ impl Engine {
             dead_letters,
             global: Arc::new(Semaphore::new(config.worker.total_concurrency as usize)),
             stopping: AtomicBool::new(false),
+            budget: budget::Budget::new(config.worker.max_body_bytes_in_flight),
         });
         Ok(Engine {
             config,

@@ -6,16 +6,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use mailroom_envelope::{Envelope, S3Pointer};
+use std::collections::VecDeque;
+
+use mailroom_envelope::{decode, Decoded, Envelope, S3Pointer};
 
 use crate::config::{DeadLetterMode, MessageFormat};
 use crate::handler::{DeadLetter, Job, Outcome, Retry};
+use crate::s3::{FetchError, OpenError};
 use crate::sqs::Received;
 
 use tokio::sync::oneshot;
 
 use crate::acker::AckResult;
 
+use super::budget::Reserved;
 use super::inflight::{Permits, Token};
 use super::{QueueRuntime, Shared};
 
@@ -32,22 +36,28 @@ enum Decision {
 }
 
 pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch: Vec<Delivery>) {
-    let mut jobs = Vec::with_capacity(batch.len());
-    let mut job_deliveries = Vec::with_capacity(batch.len());
+    let mut pending: VecDeque<Delivery> = batch.into();
+    while !pending.is_empty() {
+        process_round(&queue, &shared, &mut pending).await;
+    }
+}
+
+/// One handler call (one transaction): open messages in order until the body budget says
+/// stop (the rest stay pending for the next round), run the handler, settle the outcomes, and
+/// return the budget.
+async fn process_round(
+    queue: &Arc<QueueRuntime>,
+    shared: &Arc<Shared>,
+    pending: &mut VecDeque<Delivery>,
+) {
+    let mut jobs = Vec::with_capacity(pending.len());
+    let mut job_deliveries = Vec::with_capacity(pending.len());
     let mut early: Vec<(Delivery, Option<S3Pointer>, Outcome)> = Vec::new();
+    let mut reserved = Vec::new();
     let plain = queue.config.message_format == MessageFormat::Plain;
-    for delivery in batch {
-        let opened = if plain {
-            let m = &delivery.message;
-            Ok((
-                Envelope::plain(m.body.clone().into_bytes(), m.sent_at),
-                None,
-            ))
-        } else {
-            open(&shared, &delivery.message).await
-        };
-        match opened {
-            Ok((envelope, pointer)) => {
+    while let Some(delivery) = pending.pop_front() {
+        match open_within_budget(shared, plain, &delivery.message, &mut reserved).await {
+            Opened::Ready(envelope, pointer) => {
                 jobs.push(Job {
                     message_id: delivery.message.message_id.clone(),
                     queue: queue.queue.name.to_string(),
@@ -58,15 +68,21 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
                 });
                 job_deliveries.push((delivery, pointer));
             }
-            Err(outcome) => early.push((delivery, None, outcome)),
+            Opened::Failed(outcome) => early.push((delivery, None, outcome)),
+            Opened::NoBudget => {
+                pending.push_front(delivery);
+                break;
+            }
         }
     }
 
     let outcomes = if jobs.is_empty() {
         Vec::new()
     } else {
-        run_handler(&queue, &jobs).await
+        run_handler(queue, &jobs).await
     };
+    drop(jobs);
+    drop(reserved);
 
     let mut results = early;
     results.extend(
@@ -82,8 +98,8 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
         let label = outcome_label(&outcome);
         metrics::counter!("mailroom_messages_handled_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string(), "outcome" => label).increment(1);
         let stopping = shared.stopping.load(std::sync::atomic::Ordering::Relaxed);
-        match decide(&queue, &delivery.message, outcome, stopping) {
-            Decision::Delete => delete(&queue, &shared, &mut settle, delivery),
+        match decide(queue, &delivery.message, outcome, stopping) {
+            Decision::Delete => delete(queue, shared, &mut settle, delivery),
             Decision::Visibility(secs) => {
                 metrics::counter!("mailroom_messages_retried_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
                 // Out of the registry first: a heartbeat tick after the visibility change was
@@ -97,7 +113,7 @@ pub async fn process_batch(queue: Arc<QueueRuntime>, shared: Arc<Shared>, batch:
         }
     }
     if !letters.is_empty() {
-        keep_as_dead_letters(&queue, &shared, &mut settle, letters).await;
+        keep_as_dead_letters(queue, shared, &mut settle, letters).await;
     }
     settle.spawn();
 }
@@ -132,18 +148,75 @@ impl Settle {
     }
 }
 
-/// Decode the message, fetching an offloaded body. An error is the outcome to apply instead.
-async fn open(
+/// A message, opened as far as the body budget allows.
+enum Opened {
+    Ready(Envelope, Option<S3Pointer>),
+    /// Will not open: the outcome to apply instead.
+    Failed(Outcome),
+    /// Its offloaded body does not fit the budget now, and this round already holds some.
+    NoBudget,
+}
+
+/// Decode the message; for an S3 pointer, reserve its size in the body budget (waiting only
+/// when this round holds none), then fetch and decode it. The same calls as `Bodies::open`,
+/// with the budget in between.
+async fn open_within_budget(
     shared: &Shared,
+    plain: bool,
     message: &Received,
-) -> Result<(mailroom_envelope::Envelope, Option<S3Pointer>), Outcome> {
-    shared.bodies.open(&message.body).await.map_err(|e| {
-        if e.is_transient() {
-            Outcome::transient(e.to_string())
-        } else {
-            Outcome::dead_letter(e.to_string())
+    reserved: &mut Vec<Reserved>,
+) -> Opened {
+    if plain {
+        return Opened::Ready(
+            Envelope::plain(message.body.clone().into_bytes(), message.sent_at),
+            None,
+        );
+    }
+    let pointer = match decode(&message.body) {
+        Err(e) => return Opened::Failed(outcome_of(&OpenError::Envelope(e))),
+        Ok(Decoded::Envelope(envelope)) => return Opened::Ready(envelope, None),
+        Ok(Decoded::Pointer(pointer)) => pointer,
+    };
+    if let Err(e) = shared.bodies.check_bucket(&pointer) {
+        return Opened::Failed(outcome_of(&e));
+    }
+    let size = match shared.bodies.size(&pointer).await {
+        Ok(size) => size,
+        Err(e) => return Opened::Failed(outcome_of(&OpenError::Fetch(e))),
+    };
+    let max = mailroom_envelope::MAX_MESSAGE_BYTES;
+    if size > max as u64 {
+        return Opened::Failed(outcome_of(&OpenError::Fetch(FetchError::TooLarge {
+            bucket: pointer.bucket,
+            key: pointer.key,
+            size,
+            max,
+        })));
+    }
+    let reservation = if reserved.is_empty() {
+        shared.budget.reserve(size).await
+    } else {
+        match shared.budget.try_reserve(size) {
+            Some(reservation) => reservation,
+            None => return Opened::NoBudget,
         }
-    })
+    };
+    reserved.push(reservation);
+    // Read no more than HEAD said (an object that grew since is refused, not read whole).
+    let limit = if size == 0 { max } else { size as usize };
+    match shared.bodies.open_pointer(&pointer, limit).await {
+        Ok(envelope) => Opened::Ready(envelope, Some(pointer)),
+        Err(e) => Opened::Failed(outcome_of(&e)),
+    }
+}
+
+/// S3 unreachable is transient; anything else about a message that will not open is its fault.
+fn outcome_of(e: &OpenError) -> Outcome {
+    if e.is_transient() {
+        Outcome::transient(e.to_string())
+    } else {
+        Outcome::dead_letter(e.to_string())
+    }
 }
 
 /// Run the handler, turning a panic or a wrong number of outcomes into retries.
