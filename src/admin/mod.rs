@@ -20,12 +20,10 @@ use crate::sqs;
 
 #[derive(Debug, Subcommand)]
 pub enum QueuesCommand {
-    /// Per configured queue and its DLQ (from RedrivePolicy): visible, in flight, delayed.
-    Stats {
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Per configured queue and its DLQ (from RedrivePolicy): visible, in flight, delayed, and
+    /// the age of the oldest visible message. A queue that cannot be read gets an error row
+    /// (and a non-zero exit); the others are still shown.
+    Stats(StatsArgs),
     /// The dead-letter queue of a configured queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -44,13 +42,9 @@ pub enum QueuesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// Print DLQ messages without consuming them (they stay, immediately visible again).
-    Peek {
-        queue: String,
-        /// Most messages to show.
-        #[arg(long, default_value_t = 10)]
-        max: usize,
-    },
+    /// Print DLQ messages decoded (envelope, then the SendGrid callback) without consuming
+    /// them: they stay, visible again as soon as they were read.
+    Peek(PeekArgs),
     /// Move DLQ messages back to the queue: StartMessageMoveTask when the server has it, else
     /// receive, send (body and attributes kept), and delete only what was sent.
     Redrive {
@@ -61,6 +55,36 @@ pub enum DlqCommand {
         #[arg(long)]
         max: Option<usize>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also sample the queues themselves (not only their DLQs) for OLDEST AGE. The sample is a
+    /// receive with VisibilityTimeout=0 (nothing is hidden from the workers), but it adds one to
+    /// the receive count of each message it sees (up to 10), and the worker's retry schedule and
+    /// the queue's maxReceiveCount both count receives.
+    #[arg(long)]
+    pub sample_queues: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    /// Configured queue label (or a queue name) whose DLQ to peek.
+    pub queue: String,
+    /// Most messages to show.
+    #[arg(long, default_value_t = 10)]
+    pub max: usize,
+    /// Print each message's exact SQS body, uncut, instead of the decoded view (with --json:
+    /// add it as "sqs_body").
+    #[arg(long)]
+    pub raw: bool,
+    /// One JSON object per message (the decoded fields), for scripts; the summary line goes to
+    /// stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,8 +167,8 @@ impl Ctx {
 
 pub async fn queues(ctx: &Ctx, command: QueuesCommand) -> Result<()> {
     match command {
-        QueuesCommand::Stats { json } => queues::stats(ctx, json).await,
-        QueuesCommand::Dlq(DlqCommand::Peek { queue, max }) => dlq::peek(ctx, &queue, max).await,
+        QueuesCommand::Stats(args) => queues::stats(ctx, &args).await,
+        QueuesCommand::Dlq(DlqCommand::Peek(args)) => dlq::peek(ctx, &args).await,
         QueuesCommand::Dlq(DlqCommand::Redrive { queue, method, max }) => {
             dlq::redrive(ctx, &queue, method, max).await
         }
