@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "observability rules (promtool: check and unit-test the alert rules, parse the dashboard's queries)"
+scripts/observability-check.sh
+
 step "services"
 ensure_postgres
 drop_leftover_test_databases
