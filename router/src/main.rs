@@ -100,20 +100,6 @@ fn init_tracing(json: bool) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::log_format_is_json;
-
-    /// Regression: the router wrote ANSI colour codes into its log when the output was a file.
-    #[test]
-    fn a_log_file_gets_json_not_colour_codes() {
-        assert!(log_format_is_json(false, None, false), "a file: JSON");
-        assert!(!log_format_is_json(false, None, true), "a terminal: human");
-        assert!(log_format_is_json(true, None, true), "Lambda: JSON");
-        assert!(!log_format_is_json(false, Some("human"), false));
-        assert!(log_format_is_json(false, Some("json"), true));
-    }
-}
 
 async fn serve(app: Arc<App<AwsSink>>, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -165,4 +151,19 @@ async fn lambda(app: Arc<App<AwsSink>>) -> anyhow::Result<()> {
     lambda_runtime::run(handler)
         .await
         .map_err(|e| anyhow::anyhow!("lambda runtime failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_format_is_json;
+
+    /// Regression: the router wrote ANSI colour codes into its log when the output was a file.
+    #[test]
+    fn a_log_file_gets_json_not_colour_codes() {
+        assert!(log_format_is_json(false, None, false), "a file: JSON");
+        assert!(!log_format_is_json(false, None, true), "a terminal: human");
+        assert!(log_format_is_json(true, None, true), "Lambda: JSON");
+        assert!(!log_format_is_json(false, Some("human"), false));
+        assert!(log_format_is_json(false, Some("json"), true));
+    }
 }

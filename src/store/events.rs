@@ -332,8 +332,15 @@ mod tests {
         let keys: std::collections::HashSet<String> =
             ids.iter().map(|id| event_key(id).into_owned()).collect();
         assert_eq!(keys.len(), ids.len(), "{keys:?}");
-        assert!(keys.iter().all(|k| !k.contains('\0')), "Postgres can store every key");
-        assert_eq!(event_key("abc.filter0001"), "abc.filter0001", "real ids are unchanged");
+        assert!(
+            keys.iter().all(|k| !k.contains('\0')),
+            "Postgres can store every key"
+        );
+        assert_eq!(
+            event_key("abc.filter0001"),
+            "abc.filter0001",
+            "real ids are unchanged"
+        );
     }
 
     #[test]
