@@ -133,6 +133,18 @@ async fn dead_letters(path: &Path, worker: &Worker, command: DeadLettersCommand)
                 admin::dead_letters::list(&store, limit).await?;
                 Ok(ExitCode::SUCCESS)
             }
+            DeadLettersCommand::Export { id, out } => {
+                let aws = sqs::aws_config(&config.sqs).await;
+                let bodies = Bodies::new(&aws, aws.endpoint_url().is_some())
+                    .restricted_to(&config.s3.buckets);
+                Ok(
+                    if admin::dead_letters::export(&store, &bodies, id, out.as_deref()).await? {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(exit::NO_SUCH_DEAD_LETTER)
+                    },
+                )
+            }
             DeadLettersCommand::Replay(args) => {
                 store
                     .check_schema()

@@ -616,3 +616,126 @@ async fn stats_computes_the_oldest_age_and_hides_nothing() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Regression: a dead letter could be fixed only by editing `mailroom_dead_letters.body` in SQL,
+/// and replay overwrote `failed_at` while the tries count stayed 1. Now: export the payload,
+/// fix the file, replay it with `--body`; the row's history (first failure, last failure,
+/// attempts, who replayed, the original body) is kept.
+#[tokio::test]
+async fn export_fix_and_replay_a_dead_letter_keeping_its_history() {
+    let sqs = sqs().await;
+    let name = unique("fix-replay");
+    let url = create_queue(&sqs, &name, 30, None).await;
+    let db = TestDb::create().await;
+    let dir = temp_dir("ops-fix-replay");
+    let config = write_config(&dir, &db.url, &[(&name, &url)], "");
+    migrate(&config);
+    // An Event Webhook batch whose JSON is broken (a truncated post, say).
+    let broken = mailroom_envelope::encode(&mailroom::admin::send::envelope(
+        mailroom::admin::send::KindArg::Events,
+        br#"[{"event":"delivered","sg_event_id":"fix-1","email":"a@example.com"},"#.to_vec(),
+        None,
+    ));
+    let mut conn = db.connect().await;
+    mailroom::store::keep_dead_letters(
+        &mut conn,
+        &[DeadLetter {
+            queue: name.clone(),
+            message_id: "m-broken".into(),
+            body: broken,
+            attributes: HashMap::new(),
+            receive_count: 1,
+            handler: Some("sendgrid".into()),
+            reason: "event webhook body: events body is not JSON".into(),
+        }],
+    )
+    .await
+    .expect("keep");
+    let id = count(&db, "select id from mailroom_dead_letters").await;
+    let first_failed: String =
+        sqlx::query_scalar("select first_failed_at::text from mailroom_dead_letters")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+
+    // A replay as it is fails again: one more attempt, the first failure kept.
+    let (status, _, _) = mailroom(
+        &config,
+        &[
+            "dead-letters",
+            "replay",
+            "--id",
+            &id.to_string(),
+            "--by",
+            "ana",
+        ],
+    );
+    assert_eq!(status.code(), Some(3));
+    let (attempts, first, by): (i32, String, Option<String>) = sqlx::query_as(
+        "select attempts, first_failed_at::text, replayed_by from mailroom_dead_letters",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (attempts, first.as_str(), by.as_deref()),
+        (2, first_failed.as_str(), Some("ana"))
+    );
+
+    // Export the payload, fix it, replay from the file.
+    let file = dir.join("payload.json");
+    let (status, out, err) = mailroom(
+        &config,
+        &[
+            "dead-letters",
+            "export",
+            "--id",
+            &id.to_string(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(status.success(), "{out}{err}");
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        exported.starts_with(r#"[{"event":"delivered""#),
+        "the decoded payload: {exported}"
+    );
+    assert!(
+        err.contains("replay --id"),
+        "export says what to do next: {err}"
+    );
+    std::fs::write(&file, format!("{}]", exported.trim_end_matches(','))).unwrap();
+    let (status, out, err) = mailroom(
+        &config,
+        &[
+            "dead-letters",
+            "replay",
+            "--id",
+            &id.to_string(),
+            "--body",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("stored, row removed"), "{out}");
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from mailroom_events where sg_event_id = 'fix-1'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&db, "select count(*) from mailroom_dead_letters").await,
+        0
+    );
+
+    // Export of an id that does not exist: its own exit code.
+    let (status, _, err) = mailroom(&config, &["dead-letters", "export", "--id", "999999"]);
+    assert_eq!(status.code(), Some(4), "{err}");
+    drop(conn);
+    db.drop_db().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -53,13 +53,21 @@ async fn dead_letters_list_update_and_remove(pool: PgPool) {
     assert_eq!(picked.len(), 1);
     assert_eq!(picked[0].sqs_message_id, "m-2");
 
-    admin::update_dead_letter_reason(&pool, all[1].id, "replay failed: \0still bad")
+    admin::record_failed_replay(&pool, all[1].id, "replay failed: \0still bad", "ops")
         .await
         .expect("update");
     let again = admin::dead_letters(&pool, Some(&[all[1].id]), 100)
         .await
         .expect("by id");
     assert_eq!(again[0].reason, "replay failed: still bad");
+    // Regression: replay overwrote the failure time and kept the tries count at 1.
+    assert_eq!(again[0].attempts, 2, "a failed replay is one more attempt");
+    assert_eq!(
+        again[0].first_failed_at, picked[0].first_failed_at,
+        "the first failure is kept"
+    );
+    assert!(again[0].failed_at >= picked[0].failed_at);
+    assert_eq!(again[0].replayed_by.as_deref(), Some("ops"));
 
     assert!(admin::remove_dead_letter(&pool, all[0].id)
         .await

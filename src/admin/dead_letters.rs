@@ -18,18 +18,24 @@ pub async fn list(store: &Store, limit: i64) -> Result<()> {
         .await
         .context("reading mailroom_dead_letters")?;
     println!(
-        "{:>8}  {:<20}  {:<25}  {:>5}  {:<10}  REASON",
-        "ID", "QUEUE", "FAILED AT", "TRIES", "HANDLER"
+        "{:>8}  {:<20}  {:<20}  {:<20}  {:>8}  {:>5}  {:<10}  REASON",
+        "ID", "QUEUE", "FIRST FAILED", "LAST FAILED", "ATTEMPTS", "RECV", "HANDLER"
     );
     for r in &rows {
+        let mut reason = r.reason.replace('\n', " ");
+        if let Some(by) = &r.edited_by {
+            reason.push_str(&format!(" [body edited by {by}]"));
+        }
         println!(
-            "{:>8}  {:<20}  {:<25}  {:>5}  {:<10}  {}",
+            "{:>8}  {:<20}  {:<20}  {:<20}  {:>8}  {:>5}  {:<10}  {}",
             r.id,
             r.queue,
+            r.first_failed_at.format("%Y-%m-%dT%H:%M:%SZ"),
             r.failed_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            r.attempts,
             r.receive_count,
             r.handler.as_deref().unwrap_or("-"),
-            r.reason.replace('\n', " ")
+            reason
         );
     }
     println!("({} dead letter(s) shown)", rows.len());
@@ -83,6 +89,35 @@ pub async fn replay(
         }
         return Ok(summary);
     }
+    let by = args.by.clone().unwrap_or_else(operator);
+    let mut rows = rows;
+    if let Some(path) = &args.body {
+        anyhow::ensure!(
+            rows.len() == 1 && args.ids.len() == 1,
+            "--body replays one dead letter: name exactly one --id"
+        );
+        let payload = std::fs::read(path)
+            .with_context(|| format!("reading the fixed payload {}", path.display()))?;
+        let row = &mut rows[0];
+        let (mut envelope, _) = bodies
+            .open(&row.body)
+            .await
+            .with_context(|| format!("dead letter {}: opening its envelope", row.id))?;
+        envelope.body = payload;
+        let fixed = mailroom_envelope::encode(&envelope);
+        if !args.dry_run {
+            admin::replace_dead_letter_body(store.pool(), row.id, &fixed, &by)
+                .await
+                .with_context(|| format!("dead letter {}: storing the fixed payload", row.id))?;
+            println!(
+                "dead letter {}: payload replaced from {} ({} bytes; the original is kept)",
+                row.id,
+                path.display(),
+                envelope.body.len()
+            );
+        }
+        row.body = fixed;
+    }
     for row in rows {
         let handler_name = configured_handler(&row.queue).or_else(|| row.handler.clone());
         let result = match handler_name.as_deref().and_then(|n| registry.get(n)) {
@@ -133,7 +168,7 @@ pub async fn replay(
                 println!("replayed {}: stored, row removed", row.id);
             }
             Replayed::Kept(reason) => {
-                admin::update_dead_letter_reason(store.pool(), row.id, &reason)
+                admin::record_failed_replay(store.pool(), row.id, &reason, &by)
                     .await
                     .with_context(|| format!("updating dead letter {}", row.id))?;
                 summary.kept += 1;
@@ -160,4 +195,62 @@ async fn job(row: &DeadLetterRow, bodies: &Bodies) -> Result<Job, OpenError> {
         attributes: row.attributes.clone(),
         envelope,
     })
+}
+
+/// Who is replaying, for the row's history.
+fn operator() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `dead-letters export`: the decoded payload of one dead letter, exactly as SendGrid posted it
+/// (an S3-offloaded body fetched), to a file or stdout; what it is goes to stderr.
+pub async fn export(
+    store: &Store,
+    bodies: &Bodies,
+    id: i64,
+    out: Option<&std::path::Path>,
+) -> Result<bool> {
+    let rows = admin::dead_letters(store.pool(), Some(&[id]), 1)
+        .await
+        .context("reading mailroom_dead_letters")?;
+    let Some(row) = rows.first() else {
+        eprintln!(
+            "mailroom: error: no dead letter with id {id} (see `mailroom dead-letters list`)"
+        );
+        return Ok(false);
+    };
+    let job = job(row, bodies)
+        .await
+        .with_context(|| format!("dead letter {id}: opening its envelope"))?;
+    let body = &job.envelope.body;
+    match out {
+        Some(path) => {
+            std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(body)
+                .context("writing to stdout")?;
+        }
+    }
+    eprintln!(
+        "dead letter {id}: {:?} payload, {} bytes, content type {}; first failed {}, {} attempt(s): {}",
+        job.envelope.kind,
+        body.len(),
+        job.envelope.content_type.as_deref().unwrap_or("-"),
+        row.first_failed_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        row.attempts,
+        row.reason
+    );
+    if let Some(path) = out {
+        eprintln!(
+            "fix it, then: mailroom dead-letters replay --id {id} --body {}",
+            path.display()
+        );
+    }
+    Ok(true)
 }

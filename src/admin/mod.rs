@@ -97,6 +97,16 @@ pub enum DeadLettersCommand {
     /// Run the configured handler again over dead letters (after the bug is fixed); a row is
     /// removed when its handler answers done, kept with the new reason otherwise.
     Replay(ReplayArgs),
+    /// Write a dead letter's decoded payload (the callback's body, exactly as SendGrid posted
+    /// it; an S3-offloaded one fetched) to a file, to fix it and replay it with `replay --body`.
+    Export {
+        /// The dead letter.
+        #[arg(long)]
+        id: i64,
+        /// Where to write it (stdout when absent).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +117,14 @@ pub struct ReplayArgs {
     /// Every dead letter.
     #[arg(long, required_unless_present = "ids", conflicts_with = "ids")]
     pub all: bool,
+    /// Replay the one `--id` with this payload instead of its own (a fixed copy of what
+    /// `export` wrote). The row keeps the body it first had (`original_body`) and who changed
+    /// it; the fixed payload becomes its body.
+    #[arg(long, value_name = "FILE", requires = "ids")]
+    pub body: Option<std::path::PathBuf>,
+    /// Who replays, recorded in the row (default: $SUDO_USER, $USER, or "unknown").
+    #[arg(long)]
+    pub by: Option<String>,
     /// Decode and show what would be replayed; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -28,11 +28,20 @@ pub struct DeadLetterRow {
     pub receive_count: i32,
     pub handler: Option<String>,
     pub reason: String,
+    /// The last failure.
     pub failed_at: DateTime<Utc>,
+    pub first_failed_at: DateTime<Utc>,
+    /// Failures so far: the first, then one per failed replay or redelivery.
+    pub attempts: i32,
+    pub replayed_at: Option<DateTime<Utc>>,
+    pub replayed_by: Option<String>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub edited_by: Option<String>,
 }
 
 const SELECT: &str = "SELECT id, queue, sqs_message_id, body, attributes, receive_count, handler, \
-                      reason, failed_at FROM mailroom_dead_letters";
+                      reason, failed_at, first_failed_at, attempts, replayed_at, replayed_by, \
+                      edited_at, edited_by FROM mailroom_dead_letters";
 
 /// Dead letters, oldest first: those with `ids`, or all of them when `ids` is None; at most
 /// `limit`.
@@ -96,6 +105,24 @@ pub async fn dead_letters(
                 failed_at: row
                     .try_get("failed_at")
                     .map_err(StoreError::query("reading dead letters"))?,
+                first_failed_at: row
+                    .try_get("first_failed_at")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                attempts: row
+                    .try_get("attempts")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                replayed_at: row
+                    .try_get("replayed_at")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                replayed_by: row
+                    .try_get("replayed_by")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                edited_at: row
+                    .try_get("edited_at")
+                    .map_err(StoreError::query("reading dead letters"))?,
+                edited_by: row
+                    .try_get("edited_by")
+                    .map_err(StoreError::query("reading dead letters"))?,
             })
         })
         .collect()
@@ -111,17 +138,43 @@ pub async fn remove_dead_letter(pool: &PgPool, id: i64) -> Result<bool, StoreErr
     Ok(done.rows_affected() == 1)
 }
 
-/// Keep a dead letter that failed its replay, with the new reason.
-pub async fn update_dead_letter_reason(
+/// Keep a dead letter that failed its replay: the new reason as its last failure, one more
+/// attempt, and who replayed it. The first failure stays as it was.
+pub async fn record_failed_replay(
     pool: &PgPool,
     id: i64,
     reason: &str,
+    replayed_by: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE mailroom_dead_letters SET reason = $2, failed_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(super::sanitize(reason).as_ref())
-        .execute(pool)
-        .await
-        .map_err(StoreError::query("updating a dead letter"))?;
+    sqlx::query(
+        "UPDATE mailroom_dead_letters SET reason = $2, failed_at = now(), \
+         attempts = attempts + 1, replayed_at = now(), replayed_by = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(super::sanitize(reason).as_ref())
+    .bind(super::sanitize(replayed_by).as_ref())
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("updating a dead letter"))?;
+    Ok(())
+}
+
+/// Replace a dead letter's body with an operator's fix, keeping the body it first had.
+pub async fn replace_dead_letter_body(
+    pool: &PgPool,
+    id: i64,
+    body: &str,
+    edited_by: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE mailroom_dead_letters SET original_body = coalesce(original_body, body), \
+         body = $2, edited_at = now(), edited_by = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(super::sanitize(body).as_ref())
+    .bind(super::sanitize(edited_by).as_ref())
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("replacing a dead letter's body"))?;
     Ok(())
 }

@@ -25,7 +25,8 @@ ON CONFLICT (queue, sqs_message_id) DO UPDATE SET
     receive_count = EXCLUDED.receive_count,
     handler = EXCLUDED.handler,
     reason = EXCLUDED.reason,
-    failed_at = now()
+    failed_at = now(),
+    attempts = mailroom_dead_letters.attempts + 1
 "#;
 
 /// Upsert dead letters in one statement; returns the number of rows inserted or updated.
