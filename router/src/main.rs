@@ -100,7 +100,6 @@ fn init_tracing(json: bool) {
     }
 }
 
-
 async fn serve(app: Arc<App<AwsSink>>, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
