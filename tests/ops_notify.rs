@@ -65,6 +65,25 @@ async fn ready_then_watchdog_then_stopping_and_exit_0() {
         },
         10,
     );
+    // Regression: quiet mode was invisible to `systemctl status` (no new STATUS=).
+    worker.signal("USR1");
+    recv_until(
+        &mut seen,
+        &|s| s.iter().any(|l| l.starts_with("STATUS=quiet")),
+        10,
+    );
+    worker.signal("USR2");
+    recv_until(
+        &mut seen,
+        &|s| {
+            let quiet = s
+                .iter()
+                .position(|l| l.starts_with("STATUS=quiet"))
+                .unwrap_or(usize::MAX);
+            s.iter().skip(quiet).any(|l| l == "STATUS=receiving")
+        },
+        10,
+    );
     worker.signal("TERM");
     recv_until(&mut seen, &|s| pos(s, "STOPPING=1").is_some(), 15);
     let status = worker.wait(30).await;
