@@ -488,7 +488,7 @@ impl QueueConfig {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
         [store]
         database_url = "postgres://localhost/x"
         [[queue]]
@@ -573,15 +573,8 @@ mod tests {
 
 #[cfg(test)]
 mod handler_sections {
+    use super::tests::MINIMAL as QUEUE;
     use super::*;
-
-    const QUEUE: &str = r#"
-        [store]
-        database_url = "postgres://localhost/x"
-        [[queue]]
-        name = "events"
-        handler = "sendgrid"
-    "#;
 
     #[test]
     fn the_old_sendgrid_section_still_works_with_a_deprecation_warning() {

@@ -32,6 +32,27 @@ pub enum FetchError {
     },
 }
 
+impl FetchError {
+    /// An SDK error of a call on `bucket`/`key`: the object's absence (the message's fault) or
+    /// S3 being unavailable (transient).
+    fn from_sdk<E: std::error::Error + 'static>(
+        bucket: String,
+        key: String,
+        missing: bool,
+        err: &E,
+    ) -> Self {
+        if missing {
+            FetchError::Missing { bucket, key }
+        } else {
+            FetchError::Unavailable {
+                bucket,
+                key,
+                reason: describe(err),
+            }
+        }
+    }
+}
+
 /// Why a message could not be opened into an envelope.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -141,15 +162,7 @@ impl Bodies {
                 }) || err
                     .raw_response()
                     .is_some_and(|r| r.status().as_u16() == 404);
-                Err(if missing {
-                    FetchError::Missing { bucket, key }
-                } else {
-                    FetchError::Unavailable {
-                        bucket,
-                        key,
-                        reason: describe(&err),
-                    }
-                })
+                Err(FetchError::from_sdk(bucket, key, missing, &err))
             }
         }
     }
@@ -204,15 +217,7 @@ impl Bodies {
                     use aws_sdk_s3::error::ProvideErrorMetadata;
                     e.is_no_such_key() || e.code() == Some("NoSuchBucket")
                 });
-                return Err(if missing {
-                    FetchError::Missing { bucket, key }
-                } else {
-                    FetchError::Unavailable {
-                        bucket,
-                        key,
-                        reason: describe(&err),
-                    }
-                });
+                return Err(FetchError::from_sdk(bucket, key, missing, &err));
             }
         };
         let max = limit.min(mailroom_envelope::MAX_MESSAGE_BYTES);

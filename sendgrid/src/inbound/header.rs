@@ -72,7 +72,7 @@ pub(crate) enum BlockEnd {
 }
 
 /// The line starting at `pos`: its content (without CR LF or LF) and where the next one starts.
-fn line_at(raw: &[u8], pos: usize) -> (&[u8], usize) {
+pub(super) fn line_at(raw: &[u8], pos: usize) -> (&[u8], usize) {
     let rest = raw.get(pos..).unwrap_or_default();
     match rest.iter().position(|&b| b == b'\n') {
         Some(i) => {

@@ -25,7 +25,7 @@
 //! - elsewhere the first text/plain and the first text/html that are not attachments (no
 //!   `attachment` disposition, no file name) are the bodies; every other leaf is an attachment.
 
-use super::header::{self, BlockEnd, HeaderBlock, Params, Quoting};
+use super::header::{self, line_at, BlockEnd, HeaderBlock, Params, Quoting};
 use super::transfer;
 use super::InboundError;
 use crate::Attachment;
@@ -127,18 +127,6 @@ fn strip_angles(v: &str) -> String {
     let v = v.trim();
     let v = v.strip_prefix('<').unwrap_or(v);
     v.strip_suffix('>').unwrap_or(v).trim().to_string()
-}
-
-/// The line starting at `pos` (without CR LF or LF) and where the next one starts.
-fn line_at(raw: &[u8], pos: usize) -> (&[u8], usize) {
-    let rest = raw.get(pos..).unwrap_or_default();
-    match rest.iter().position(|&b| b == b'\n') {
-        Some(i) => {
-            let line = &rest[..i];
-            (line.strip_suffix(b"\r").unwrap_or(line), pos + i + 1)
-        }
-        None => (rest, raw.len()),
-    }
 }
 
 /// The parts of a multipart body: between lines that are exactly `--boundary` (trailing
