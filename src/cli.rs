@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error_text::error_text;
 use crate::s3::Bodies;
 use crate::store::Store;
-use crate::worker::{self, Worker};
+use crate::worker::Worker;
 use crate::{logging, sqs};
 
 /// Mailroom: a worker daemon that consumes SendGrid callbacks (Event Webhook batches and Inbound
@@ -209,7 +209,7 @@ async fn migrate(path: &Path) -> Result<()> {
 /// Every check `run` makes ([`Worker::preflight`]), each printing one line; the exit code is
 /// non-zero if any failed.
 async fn check(path: &Path, worker: &Worker) -> ExitCode {
-    let mut config = match Config::load(path) {
+    let config = match Config::load(path) {
         Ok(config) => {
             println!("ok   config {}", path.display());
             config
@@ -219,7 +219,6 @@ async fn check(path: &Path, worker: &Worker) -> ExitCode {
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
-    worker::apply_env(&mut config);
     let (report, _) = worker.preflight(&config).await;
     for line in &report.lines {
         println!("{line}");

@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
 /// Environment variables that override the file.
 pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 pub const ENV_SQS_ENDPOINT_URL: &str = "MAILROOM_SQS_ENDPOINT_URL";
+/// Overrides `[telemetry] listen`, so N instances sharing one config file each get their own
+/// port. Empty turns the listener off.
+pub const ENV_TELEMETRY_LISTEN: &str = "MAILROOM_TELEMETRY_LISTEN";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,6 +330,9 @@ impl Config {
         }
         if let Some(url) = var(ENV_SQS_ENDPOINT_URL).filter(|v| !v.is_empty()) {
             self.sqs.endpoint_url = Some(url);
+        }
+        if let Some(listen) = var(ENV_TELEMETRY_LISTEN) {
+            self.telemetry.listen = Some(listen).filter(|l| !l.is_empty());
         }
         if let Some(key) = var(ENV_EVENT_WEBHOOK_PUBLIC_KEY).filter(|v| !v.is_empty()) {
             if let Some(table) = self

@@ -115,17 +115,15 @@ impl Bodies {
     /// An SQS message body as the envelope it carries: decoded, with an offloaded body fetched
     /// and decoded in turn. `dead-letters replay` opens a message this way; the engine makes the
     /// same calls ([`Bodies::check_bucket`], [`Bodies::open_pointer`]) with its body budget in
-    /// between, so the two cannot disagree about what is a dead letter. The pointer is returned
-    /// with the envelope it led to.
-    pub async fn open(&self, body: &str) -> Result<(Envelope, Option<S3Pointer>), OpenError> {
+    /// between, so the two cannot disagree about what is a dead letter.
+    pub async fn open(&self, body: &str) -> Result<Envelope, OpenError> {
         match decode(body).map_err(OpenError::Envelope)? {
-            Decoded::Envelope(envelope) => Ok((envelope, None)),
+            Decoded::Envelope(envelope) => Ok(envelope),
             Decoded::Pointer(pointer) => {
                 self.check_bucket(&pointer)?;
-                let envelope = self
+                Ok(self
                     .open_pointer(&pointer, mailroom_envelope::MAX_MESSAGE_BYTES)
-                    .await?;
-                Ok((envelope, Some(pointer)))
+                    .await?)
             }
         }
     }
@@ -142,9 +140,11 @@ impl Bodies {
         Ok(())
     }
 
-    /// The object's size (HEAD), so the engine can reserve memory for it before reading it.
+    /// The object's size (HEAD), so the engine can reserve memory for it before reading it. An
+    /// object over the envelope limit is refused here, before anything is reserved or read.
     pub async fn size(&self, pointer: &S3Pointer) -> Result<u64, FetchError> {
         let (bucket, key) = (pointer.bucket.clone(), pointer.key.clone());
+        let max = mailroom_envelope::MAX_MESSAGE_BYTES;
         match self
             .client
             .head_object()
@@ -153,7 +153,15 @@ impl Bodies {
             .send()
             .await
         {
-            Ok(out) => Ok(out.content_length().unwrap_or(0).max(0) as u64),
+            Ok(out) => match out.content_length().unwrap_or(0).max(0) as u64 {
+                size if size > max as u64 => Err(FetchError::TooLarge {
+                    bucket,
+                    key,
+                    size,
+                    max,
+                }),
+                size => Ok(size),
+            },
             Err(err) => {
                 use aws_sdk_s3::error::ProvideErrorMetadata;
                 // HEAD has no body, so a missing bucket reads as NotFound (404) like a key.

@@ -99,7 +99,7 @@ pub async fn replay(
         let payload = std::fs::read(path)
             .with_context(|| format!("reading the fixed payload {}", path.display()))?;
         let row = &mut rows[0];
-        let (mut envelope, _) = bodies
+        let mut envelope = bodies
             .open(&row.body)
             .await
             .with_context(|| format!("dead letter {}: opening its envelope", row.id))?;
@@ -186,7 +186,7 @@ pub async fn replay(
 }
 
 async fn job(row: &DeadLetterRow, bodies: &Bodies) -> Result<Job, OpenError> {
-    let (envelope, _) = bodies.open(&row.body).await?;
+    let envelope = bodies.open(&row.body).await?;
     Ok(Job {
         message_id: row.sqs_message_id.clone(),
         queue: row.queue.clone(),

@@ -8,11 +8,11 @@ use std::time::Instant;
 use futures::FutureExt;
 use std::collections::VecDeque;
 
-use mailroom_envelope::{decode, Decoded, Envelope, S3Pointer};
+use mailroom_envelope::{decode, Decoded, Envelope};
 
 use crate::config::{DeadLetterMode, MessageFormat};
 use crate::handler::{DeadLetter, Job, Outcome, Retry};
-use crate::s3::{FetchError, OpenError};
+use crate::s3::OpenError;
 use crate::sqs::Received;
 
 use tokio::sync::oneshot;
@@ -52,12 +52,12 @@ async fn process_round(
 ) {
     let mut jobs = Vec::with_capacity(pending.len());
     let mut job_deliveries = Vec::with_capacity(pending.len());
-    let mut early: Vec<(Delivery, Option<S3Pointer>, Outcome)> = Vec::new();
+    let mut early: Vec<(Delivery, Outcome)> = Vec::new();
     let mut reserved = Vec::new();
     let plain = queue.config.message_format == MessageFormat::Plain;
     while let Some(delivery) = pending.pop_front() {
         match open_within_budget(shared, plain, &delivery.message, &mut reserved).await {
-            Opened::Ready(envelope, pointer) => {
+            Opened::Ready(envelope) => {
                 jobs.push(Job {
                     message_id: delivery.message.message_id.clone(),
                     queue: queue.queue.name.to_string(),
@@ -66,9 +66,9 @@ async fn process_round(
                     attributes: delivery.message.attributes.clone(),
                     envelope,
                 });
-                job_deliveries.push((delivery, pointer));
+                job_deliveries.push(delivery);
             }
-            Opened::Failed(outcome) => early.push((delivery, None, outcome)),
+            Opened::Failed(outcome) => early.push((delivery, outcome)),
             Opened::NoBudget => {
                 pending.push_front(delivery);
                 break;
@@ -85,19 +85,14 @@ async fn process_round(
     drop(reserved);
 
     let mut results = early;
-    results.extend(
-        job_deliveries
-            .into_iter()
-            .zip(outcomes)
-            .map(|((d, p), o)| (d, p, o)),
-    );
+    results.extend(job_deliveries.into_iter().zip(outcomes));
 
     let mut settle = Settle::default();
     let mut letters = Vec::new();
-    for (delivery, pointer, outcome) in results {
+    let stopping = shared.stopping.load(std::sync::atomic::Ordering::Relaxed);
+    for (delivery, outcome) in results {
         let label = outcome_label(&outcome);
         metrics::counter!("mailroom_messages_handled_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string(), "outcome" => label).increment(1);
-        let stopping = shared.stopping.load(std::sync::atomic::Ordering::Relaxed);
         match decide(queue, &delivery.message, outcome, stopping) {
             Decision::Delete => delete(queue, shared, &mut settle, delivery),
             Decision::Visibility(secs) => {
@@ -109,7 +104,7 @@ async fn process_round(
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
                 settle.add(permits, confirmed);
             }
-            Decision::DeadLetter(reason) => letters.push((delivery, pointer, reason)),
+            Decision::DeadLetter(reason) => letters.push((delivery, reason)),
         }
     }
     if !letters.is_empty() {
@@ -150,7 +145,7 @@ impl Settle {
 
 /// A message, opened as far as the body budget allows.
 enum Opened {
-    Ready(Envelope, Option<S3Pointer>),
+    Ready(Envelope),
     /// Will not open: the outcome to apply instead.
     Failed(Outcome),
     /// Its offloaded body does not fit the budget now, and this round already holds some.
@@ -167,14 +162,14 @@ async fn open_within_budget(
     reserved: &mut Vec<Reserved>,
 ) -> Opened {
     if plain {
-        return Opened::Ready(
-            Envelope::plain(message.body.clone().into_bytes(), message.sent_at),
-            None,
-        );
+        return Opened::Ready(Envelope::plain(
+            message.body.clone().into_bytes(),
+            message.sent_at,
+        ));
     }
     let pointer = match decode(&message.body) {
         Err(e) => return Opened::Failed(outcome_of(&OpenError::Envelope(e))),
-        Ok(Decoded::Envelope(envelope)) => return Opened::Ready(envelope, None),
+        Ok(Decoded::Envelope(envelope)) => return Opened::Ready(envelope),
         Ok(Decoded::Pointer(pointer)) => pointer,
     };
     if let Err(e) = shared.bodies.check_bucket(&pointer) {
@@ -184,15 +179,6 @@ async fn open_within_budget(
         Ok(size) => size,
         Err(e) => return Opened::Failed(outcome_of(&OpenError::Fetch(e))),
     };
-    let max = mailroom_envelope::MAX_MESSAGE_BYTES;
-    if size > max as u64 {
-        return Opened::Failed(outcome_of(&OpenError::Fetch(FetchError::TooLarge {
-            bucket: pointer.bucket,
-            key: pointer.key,
-            size,
-            max,
-        })));
-    }
     let reservation = if reserved.is_empty() {
         shared.budget.reserve(size).await
     } else {
@@ -203,9 +189,13 @@ async fn open_within_budget(
     };
     reserved.push(reservation);
     // Read no more than HEAD said (an object that grew since is refused, not read whole).
-    let limit = if size == 0 { max } else { size as usize };
+    let limit = if size == 0 {
+        mailroom_envelope::MAX_MESSAGE_BYTES
+    } else {
+        size as usize
+    };
     match shared.bodies.open_pointer(&pointer, limit).await {
-        Ok(envelope) => Opened::Ready(envelope, Some(pointer)),
+        Ok(envelope) => Opened::Ready(envelope),
         Err(e) => Opened::Failed(outcome_of(&e)),
     }
 }
@@ -331,11 +321,11 @@ async fn keep_as_dead_letters(
     queue: &QueueRuntime,
     shared: &Shared,
     settle: &mut Settle,
-    letters: Vec<(Delivery, Option<S3Pointer>, String)>,
+    letters: Vec<(Delivery, String)>,
 ) {
     let records: Vec<DeadLetter> = letters
         .iter()
-        .map(|(d, _, reason)| DeadLetter {
+        .map(|(d, reason)| DeadLetter {
             queue: queue.queue.name.to_string(),
             message_id: d.message.message_id.clone(),
             body: d.message.body.clone(),
@@ -347,7 +337,7 @@ async fn keep_as_dead_letters(
         .collect();
     match shared.dead_letters.keep(&records).await {
         Ok(()) => {
-            for (delivery, pointer, reason) in letters {
+            for (delivery, reason) in letters {
                 metrics::counter!("mailroom_messages_dead_lettered_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
                 tracing::warn!(
                     queue = %queue.queue.name,
@@ -357,8 +347,8 @@ async fn keep_as_dead_letters(
                     %reason,
                     "message kept in the dead-letter table"
                 );
-                // The S3 object stays: the dead letter's body is the pointer to it.
-                drop(pointer);
+                // An S3 object stays (the worker never deletes bodies): the dead letter's
+                // body is the pointer to it.
                 delete(queue, shared, settle, delivery);
             }
         }
@@ -366,10 +356,10 @@ async fn keep_as_dead_letters(
             let secs = queue.config.longest_retry_secs();
             let message_ids: Vec<&str> = letters
                 .iter()
-                .map(|(d, _, _)| d.message.message_id.as_str())
+                .map(|(d, _)| d.message.message_id.as_str())
                 .collect();
             tracing::error!(queue = %queue.queue.name, handler = %queue.handler_name, messages = letters.len(), ?message_ids, %error, retry_in_secs = secs, "could not keep dead letters; the messages stay in SQS");
-            for (delivery, _, _) in letters {
+            for (delivery, _) in letters {
                 let permits = shared.inflight.take(delivery.token);
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);

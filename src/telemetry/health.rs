@@ -99,11 +99,11 @@ async fn check(probe: &Probe) -> Result<(), String> {
     match pg {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            super::store_errors::count("ready");
+            super::count_postgres_error("ready");
             problems.push(format!("postgres: {e}"));
         }
         Err(_) => {
-            super::store_errors::count("ready");
+            super::count_postgres_error("ready");
             problems.push("postgres: no answer within 2 s".into());
         }
     }

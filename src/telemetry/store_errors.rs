@@ -16,10 +16,6 @@ pub fn count_postgres_error(op: &'static str) {
     metrics::counter!("mailroom_postgres_errors_total", "op" => op).increment(1);
 }
 
-pub(crate) fn count(op: &'static str) {
-    count_postgres_error(op);
-}
-
 /// Wraps the dead-letter sink, counting failures to keep.
 pub struct CountingDeadLetters(pub Arc<dyn DeadLetterSink>);
 
@@ -28,7 +24,7 @@ impl DeadLetterSink for CountingDeadLetters {
         Box::pin(async move {
             let result = self.0.keep(letters).await;
             if result.is_err() {
-                count("dead_letter");
+                count_postgres_error("dead_letter");
             }
             result
         })

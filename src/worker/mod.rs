@@ -30,9 +30,7 @@ pub use check::{CheckLine, CheckReport, CheckStatus, Prepared};
 use registration::Registration;
 pub use registration::{Setup, SetupError};
 
-/// Env override of `[telemetry] listen`, so N instances sharing one config file each get their
-/// own port. Empty turns the listener off.
-pub const ENV_TELEMETRY_LISTEN: &str = "MAILROOM_TELEMETRY_LISTEN";
+pub use crate::config::ENV_TELEMETRY_LISTEN;
 
 /// A Mailroom worker: the handlers it runs, and how to run them.
 ///
@@ -162,12 +160,11 @@ impl Worker {
 
     async fn run_with(
         self,
-        mut config: Config,
+        config: Config,
         shutdown: impl Future<Output = ()>,
         quiet: watch::Receiver<bool>,
         notifier: Notifier,
     ) -> Result<ShutdownReport, WorkerError> {
-        apply_env(&mut config);
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
@@ -265,14 +262,6 @@ impl Worker {
             .await;
         stop_background.cancel();
         Ok(report)
-    }
-}
-
-/// Environment overrides that apply to `run` and `check` alike (the config file's own
-/// overrides, `DATABASE_URL` and friends, are applied by `Config::parse`).
-pub(crate) fn apply_env(config: &mut Config) {
-    if let Ok(listen) = std::env::var(ENV_TELEMETRY_LISTEN) {
-        config.telemetry.listen = Some(listen).filter(|l| !l.is_empty());
     }
 }
 
