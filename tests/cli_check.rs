@@ -151,18 +151,46 @@ async fn a_reachable_setup_passes() {
         .output()
         .unwrap();
     assert!(migrated.status.success());
-    let said = String::from_utf8_lossy(&migrated.stdout);
-    assert!(said.contains("applied 20261126000001"), "{said}");
-    // Regression: migrate on an empty database said only "up to date"; it says what it applied.
-    let again = Command::new(env!("CARGO_BIN_EXE_mailroom"))
-        .args(["--config", config.to_str().unwrap(), "migrate"])
-        .env("DATABASE_URL", &db_url)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to apply"));
     let (code, text) = check(&config, Some(&db_url));
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("ok   queue \"{name}\"")), "{text}");
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Regression: `migrate` on an empty database applied the migrations and printed only "database
+/// schema is up to date"; it says which it applied, and that there was nothing the second time.
+#[tokio::test]
+async fn migrate_says_which_migrations_it_applied() {
+    let admin_url = common::admin_url();
+    let db = common::unique_dashed("migrate-says").replace('-', "_");
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let db_url = common::db_url(&admin_url, &db);
+    let config = write_config(
+        "migrate-says",
+        "[[queue]]\nname = \"q\"\nhandler = \"sendgrid\"\n",
+    );
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["--config", config.to_str().unwrap(), "migrate"])
+            .env("DATABASE_URL", &db_url)
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    assert!(first.status.success());
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(said.contains("applied 20261126000001"), "{said}");
+    let again = migrate();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to apply"));
     sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
         .execute(&mut admin)
         .await

@@ -261,15 +261,6 @@ async fn replay_stores_fixed_dead_letters_and_keeps_the_rest() {
     assert_eq!(status.code(), Some(3));
     assert_eq!(count(&db, "select count(*) from mailroom_events").await, 2);
 
-    // Regression: replaying an id that does not exist printed "no dead letters to replay" and
-    // exited 0, so a typo looked like success to a script.
-    let (status, out, err) = mailroom(&config, &["dead-letters", "replay", "--id", "999999"]);
-    assert_eq!(
-        status.code(),
-        Some(4),
-        "a missing id has its own exit code: {out}{err}"
-    );
-    assert!(err.contains("no dead letter with id 999999"), "{err}");
     drop(conn);
     db.drop_db().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -736,6 +727,28 @@ async fn export_fix_and_replay_a_dead_letter_keeping_its_history() {
     let (status, _, err) = mailroom(&config, &["dead-letters", "export", "--id", "999999"]);
     assert_eq!(status.code(), Some(4), "{err}");
     drop(conn);
+    db.drop_db().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression: replaying an id that does not exist printed "no dead letters to replay" and
+/// exited 0, so a typo looked like success to a script.
+#[tokio::test]
+async fn replay_of_a_missing_id_is_an_error_with_its_own_exit_code() {
+    let sqs = sqs().await;
+    let name = unique("replay-missing");
+    let url = create_queue(&sqs, &name, 30, None).await;
+    let db = TestDb::create().await;
+    let dir = temp_dir("ops-replay-missing");
+    let config = write_config(&dir, &db.url, &[(&name, &url)], "");
+    migrate(&config);
+    let (status, out, err) = mailroom(&config, &["dead-letters", "replay", "--id", "999999"]);
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "a missing id has its own exit code: {out}{err}"
+    );
+    assert!(err.contains("no dead letter with id 999999"), "{err}");
     db.drop_db().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
