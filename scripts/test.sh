@@ -12,6 +12,14 @@ trap stop_started EXIT
 
 step() { log "== $*"; }
 
+# Disk first: a full build of the suite takes about 4 GB under target/ (fuzz builds about 1 GB
+# more). A disk that runs out mid-link shows up as "ld terminated with signal 7 [Bus error]".
+free_kb=$(df -Pk "$ROOT" | awk 'NR==2 {print $4}')
+log "disk: $((free_kb / 1024 / 1024)) GiB free beside the checkout"
+if [ "$free_kb" -lt $((6 * 1024 * 1024)) ]; then
+  log "warning: under 6 GiB free; the build may run out of disk (ld: Bus error)"
+fi
+
 step "formatting"
 cargo fmt --all -- --check
 
