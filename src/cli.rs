@@ -1,5 +1,5 @@
 //! The command line: `run`, `check`, `migrate`, and the operator commands (`queues`,
-//! `dead-letters`, `send`, in `crate::admin`). Only command dispatch lives here: assembly is
+//! `dead-letters`, `feed`, `send`, in `crate::admin`). Only command dispatch lives here: assembly is
 //! [`crate::Worker`]'s, so a custom binary (`Worker::new().handler(..).main()`) gets every
 //! command with its own handlers. Errors are anyhow at this edge, with context that says what
 //! was being done; everything below returns typed errors.
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::admin::feed::FeedCommand;
 use crate::admin::{self, DeadLettersCommand, QueuesCommand, SendArgs};
 use crate::config::Config;
 use crate::error_text::error_text;
@@ -53,6 +54,10 @@ pub enum Command {
     /// List and replay rows of mailroom_dead_letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Read the commit-ordered feed of stored events and inbound emails as a named consumer
+    /// (docs/feed.md): subscribe, read, ack, status.
+    #[command(subcommand)]
+    Feed(FeedCommand),
     /// Put a captured SendGrid POST body on a queue in the router's envelope (for testing).
     Send(SendArgs),
 }
@@ -76,6 +81,7 @@ pub async fn dispatch(cli: Cli, worker: Worker) -> ExitCode {
         Command::Queues(command) => report(queues(&cli.config, command).await),
         Command::DeadLetters(command) => dead_letters(&cli.config, &worker, command).await,
         Command::Send(args) => report(send(&cli.config, &args).await),
+        Command::Feed(command) => report(feed(&cli.config, command).await),
     }
 }
 
@@ -114,6 +120,14 @@ async fn run(path: &Path, worker: Worker) -> Result<()> {
 async fn queues(path: &Path, command: QueuesCommand) -> Result<()> {
     let ctx = admin::Ctx::new(load(path)?).await;
     admin::queues(&ctx, command).await
+}
+
+async fn feed(path: &Path, command: FeedCommand) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::connect(database_url(&config)?, 2)
+        .await
+        .context("connecting to Postgres")?;
+    admin::feed::run(&store, command).await
 }
 
 async fn send(path: &Path, args: &SendArgs) -> Result<()> {

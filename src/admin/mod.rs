@@ -8,6 +8,7 @@
 
 pub mod dead_letters;
 pub mod dlq;
+pub mod feed;
 pub mod queue_info;
 pub mod queues;
 pub mod send;

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod dead_letters;
 pub mod errors;
 pub mod events;
+pub mod feed;
 pub mod inbound;
 
 pub use dead_letters::keep_dead_letters;
