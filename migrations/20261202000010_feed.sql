@@ -15,11 +15,11 @@
 -- that, create them first with the same names and CREATE INDEX CONCURRENTLY (docs/feed.md,
 -- "Installing on a large database"); IF NOT EXISTS then skips them here.
 
-ALTER TABLE mailroom_events ADD COLUMN feed_xid xid8 NOT NULL DEFAULT '0';
+ALTER TABLE mailroom_events ADD COLUMN IF NOT EXISTS feed_xid xid8 NOT NULL DEFAULT '0';
 ALTER TABLE mailroom_events ALTER COLUMN feed_xid SET DEFAULT pg_current_xact_id();
 CREATE INDEX IF NOT EXISTS mailroom_events_feed_idx ON mailroom_events (feed_xid, id);
 
-ALTER TABLE mailroom_inbound_emails ADD COLUMN feed_xid xid8 NOT NULL DEFAULT '0';
+ALTER TABLE mailroom_inbound_emails ADD COLUMN IF NOT EXISTS feed_xid xid8 NOT NULL DEFAULT '0';
 ALTER TABLE mailroom_inbound_emails ALTER COLUMN feed_xid SET DEFAULT pg_current_xact_id();
 CREATE INDEX IF NOT EXISTS mailroom_inbound_emails_feed_idx
     ON mailroom_inbound_emails (feed_xid, id);
