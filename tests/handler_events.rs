@@ -382,6 +382,7 @@ fn signed_job(message_id: &str, signature: Option<&str>) -> mailroom::handler::J
 async fn signatures_are_checked_when_a_key_is_configured(pool: PgPool) {
     let config = SendgridHandlerConfig {
         event_webhook_public_key: Some(fixture_text("signing_public_key.b64")),
+        ..Default::default()
     };
     let h = SendgridHandler::new(Store::from_pool(pool.clone()), config).expect("valid key");
     let good = fixture_text("events_all_types.sig");
@@ -412,6 +413,7 @@ async fn signatures_are_checked_when_a_key_is_configured(pool: PgPool) {
 async fn a_bad_public_key_is_a_startup_error(pool: PgPool) {
     let config = SendgridHandlerConfig {
         event_webhook_public_key: Some("not a key".into()),
+        ..Default::default()
     };
     let err = SendgridHandler::new(Store::from_pool(pool), config).expect_err("bad key");
     assert!(matches!(err, SendgridConfigError::PublicKey(_)));

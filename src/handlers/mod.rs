@@ -5,6 +5,7 @@
 pub mod sendgrid;
 
 pub use sendgrid::{
-    HookError, NewEmail, NewEvent, SendgridConfigError, SendgridHandler, SendgridHandlerConfig,
-    SendgridHook, StoredBatch, SENDGRID_HANDLER,
+    HookError, MessageStatusHook, NewEmail, NewEvent, SendgridConfigError, SendgridHandler,
+    SendgridHandlerConfig, SendgridHook, StoredBatch, SuppressionsHook, MESSAGE_STATUS_HOOK,
+    SENDGRID_HANDLER, SUPPRESSIONS_HOOK,
 };

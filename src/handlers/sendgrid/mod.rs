@@ -15,10 +15,14 @@
 //!   is dead-lettered, and an unexplained failure gets a counted retry.
 //! - Hooks ([`SendgridHook`]) run in that same transaction, after the inserts, with only what
 //!   was new (see `hook.rs`); their errors are handled like a store error of the same class.
+//!   The built-in ones (`status.rs`: each message's status and the suppression list, on unless
+//!   the config turns them off) run first, then the application's, in registration order.
 
 mod hook;
+mod status;
 
 pub use hook::{HookError, NewEmail, NewEvent, SendgridHook, StoredBatch};
+pub use status::{MessageStatusHook, SuppressionsHook, MESSAGE_STATUS_HOOK, SUPPRESSIONS_HOOK};
 
 use std::sync::Arc;
 
@@ -38,7 +42,7 @@ use crate::store::{
 pub const SENDGRID_HANDLER: &str = "sendgrid";
 
 /// Settings of the `"sendgrid"` handler.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendgridHandlerConfig {
     /// The Signed Event Webhook verification key (base64 DER public key, as shown in SendGrid's
@@ -52,6 +56,29 @@ pub struct SendgridHandlerConfig {
     /// Postgres outage, retries), and an age check then would dead-letter genuine events.
     #[serde(default)]
     pub event_webhook_public_key: Option<String>,
+    /// Keep `mailroom_message_status` (each message's delivery state, opens and clicks per
+    /// recipient) in every batch's transaction. On by default.
+    #[serde(default = "on")]
+    pub message_status: bool,
+    /// Keep `mailroom_suppressions` (hard bounces, drops of bad addresses, spam reports,
+    /// unsubscribes; read with `mailroom_may_send`) in every batch's transaction. On by default.
+    #[serde(default = "on")]
+    pub suppressions: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for SendgridHandlerConfig {
+    /// No signature check; both built-in hooks on (what an empty `[handlers.sendgrid]` means).
+    fn default() -> Self {
+        Self {
+            event_webhook_public_key: None,
+            message_status: true,
+            suppressions: true,
+        }
+    }
 }
 
 /// A [`SendgridHandlerConfig`] that cannot be used.
@@ -93,7 +120,8 @@ enum Body {
 }
 
 impl SendgridHandler {
-    /// Fails only on a public key that does not parse.
+    /// Fails only on a public key that does not parse. The built-in hooks the config turns on
+    /// are registered first.
     pub fn new(store: Store, config: SendgridHandlerConfig) -> Result<Self, SendgridConfigError> {
         let public_key = config
             .event_webhook_public_key
@@ -101,14 +129,27 @@ impl SendgridHandler {
             .map(PublicKey::from_base64)
             .transpose()
             .map_err(SendgridConfigError::PublicKey)?;
+        let mut hooks: Vec<Arc<dyn SendgridHook>> = Vec::new();
+        if config.message_status {
+            hooks.push(Arc::new(MessageStatusHook));
+        }
+        if config.suppressions {
+            hooks.push(Arc::new(SuppressionsHook));
+        }
         Ok(Self {
             store,
             public_key,
-            hooks: Vec::new(),
+            hooks,
         })
     }
 
-    /// Run `hook` in every batch's transaction (after those added before it).
+    /// The names of the hooks run in each batch's transaction, in order (built-in first).
+    pub fn hook_names(&self) -> Vec<&str> {
+        self.hooks.iter().map(|h| h.name()).collect()
+    }
+
+    /// Run `hook` in every batch's transaction (after the built-in hooks and those added before
+    /// it).
     pub fn with_hook(mut self, hook: Arc<dyn SendgridHook>) -> Self {
         self.hooks.push(hook);
         self
