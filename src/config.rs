@@ -49,6 +49,10 @@ pub struct Config {
     pub handlers: toml::Table,
     #[serde(rename = "queue", default)]
     pub queues: Vec<QueueConfig>,
+    /// `[[forward]]`: paced, signed HTTP delivery of the feed to the application
+    /// (`crate::forward`).
+    #[serde(rename = "forward", default)]
+    pub forwards: Vec<crate::forward::ForwardConfig>,
     /// Deprecated keys that were read, each with what replaces it; logged at start and printed
     /// by `mailroom check`.
     #[serde(skip)]
@@ -415,6 +419,13 @@ impl Config {
                 problems.push(format!("{at}: receive_loops must be at least 1"));
             }
         }
+        let mut forwarders = HashSet::new();
+        for f in &self.forwards {
+            if !forwarders.insert(f.name.as_str()) {
+                problems.push(format!("forward \"{}\" is configured twice", f.name));
+            }
+            problems.extend(f.problems(|k| std::env::var(k).ok()));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -653,5 +664,32 @@ mod example_config {
         config.store.database_url = Some("postgres://x".into());
         config.validate().expect("example validates");
         assert_eq!(config.queues.len(), 2);
+    }
+
+    /// The commented-out [[forward]] of the example, uncommented, is a valid forwarder: every
+    /// key it documents exists.
+    #[test]
+    fn the_example_forwarder_section_is_valid_once_uncommented() {
+        let text = include_str!("../config/mailroom.example.toml");
+        let start = text.find("# [[forward]]").expect("a forward section");
+        let section: String = text[start..]
+            .lines()
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        #[derive(serde::Deserialize)]
+        struct File {
+            forward: Vec<crate::forward::ForwardConfig>,
+        }
+        let file: File = toml::from_str(&section).expect("the uncommented section parses");
+        let f = &file.forward[0];
+        let env = |k: &str| (k == "MAILROOM_FORWARD_RAILS_SECRETS").then(|| "k2,k1".to_string());
+        assert_eq!(f.problems(env), Vec::<String>::new());
+        assert_eq!(f.secrets(env), ["k2", "k1"]);
+        assert!(
+            !f.problems(|_| None).is_empty(),
+            "an unset secret is a problem"
+        );
     }
 }

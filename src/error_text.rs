@@ -8,8 +8,17 @@
 /// executing migration ...: ... already exists: ... already exists" four times over. A cause
 /// whose text the line already holds is left out.
 pub fn error_text(err: &anyhow::Error) -> String {
+    join_causes(err.chain())
+}
+
+/// [`error_text`] for a typed error below the edge (the forwarder's log lines).
+pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    join_causes(std::iter::successors(Some(err), |e| e.source()))
+}
+
+fn join_causes<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
     let mut text = String::new();
-    for cause in err.chain() {
+    for cause in chain {
         let cause = cause.to_string();
         if text.contains(&cause) {
             continue;

@@ -66,6 +66,8 @@ pub mod sendgrid {
 }
 
 pub mod config;
+/// Paced, signed HTTP delivery of the feed to the application (`[[forward]]`).
+pub mod forward;
 pub mod handler;
 pub mod handlers;
 

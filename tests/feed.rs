@@ -95,16 +95,16 @@ async fn wait_readable(pool: &PgPool, consumer: &str, n: i64) {
 
 /// The tests of this file one at a time: each holds transactions open on purpose, and an open
 /// transaction anywhere on the server holds every feed's horizon back.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// The pitfall the feed exists for: transaction A takes smaller ids but commits after B. A
 /// reader polling `id > last_seen` would pass A's rows; the feed holds B back until A is done.
 #[sqlx::test(migrations = "./migrations")]
 async fn rows_of_a_transaction_that_commits_late_are_not_skipped(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     feed::subscribe(&pool, "billing", Stream::Events, Start::Beginning)
         .await
         .expect("subscribe");
@@ -149,7 +149,7 @@ async fn rows_of_a_transaction_that_commits_late_are_not_skipped(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn rows_of_a_rolled_back_transaction_never_appear(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     feed::subscribe(&pool, "crm", Stream::Events, Start::Beginning)
         .await
         .expect("subscribe");
@@ -170,7 +170,7 @@ async fn rows_of_a_rolled_back_transaction_never_appear(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn an_unacknowledged_page_is_read_again_and_acks_are_idempotent(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     feed::subscribe(&pool, "billing", Stream::Events, Start::Beginning)
         .await
         .expect("subscribe");
@@ -216,7 +216,7 @@ async fn an_unacknowledged_page_is_read_again_and_acks_are_idempotent(pool: PgPo
 
 #[sqlx::test(migrations = "./migrations")]
 async fn an_ack_past_the_horizon_is_refused(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     feed::subscribe(&pool, "billing", Stream::Events, Start::Beginning)
         .await
         .expect("subscribe");
@@ -237,7 +237,7 @@ async fn an_ack_past_the_horizon_is_refused(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn unknown_consumers_and_wrong_streams_are_clear_errors(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut conn = pool.acquire().await.expect("conn");
     let err = feed::read(&mut conn, "nobody", Stream::Events, 10, false)
         .await
@@ -274,7 +274,7 @@ async fn unknown_consumers_and_wrong_streams_are_clear_errors(pool: PgPool) {
 /// them first, in id order; one from now does not.
 #[sqlx::test(migrations = "./migrations")]
 async fn rows_from_before_the_feed_are_read_first_and_from_now_skips_them(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut conn = pool.acquire().await.expect("conn");
     insert(&mut conn, &names("old", 3)).await;
     sqlx::query("UPDATE mailroom_events SET feed_xid = '0'")
@@ -306,7 +306,7 @@ async fn rows_from_before_the_feed_are_read_first_and_from_now_skips_them(pool: 
 /// second waits for the first's commit and reads what comes after, never the same page.
 #[sqlx::test(migrations = "./migrations")]
 async fn two_readers_of_one_consumer_take_turns(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     feed::subscribe(&pool, "billing", Stream::Events, Start::Beginning)
         .await
         .expect("subscribe");
@@ -348,7 +348,7 @@ async fn two_readers_of_one_consumer_take_turns(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn the_inbound_stream_carries_each_email_with_its_attachments(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     feed::subscribe(&pool, "mail", Stream::InboundEmails, Start::Beginning)
         .await
         .expect("subscribe");
@@ -395,7 +395,7 @@ async fn the_inbound_stream_carries_each_email_with_its_attachments(pool: PgPool
 /// Seeded, so a failure reproduces; MAILROOM_FEED_RACE_SEED picks another seed.
 #[sqlx::test(migrations = "./migrations")]
 async fn a_reader_racing_concurrent_writers_sees_every_committed_row_once(pool: PgPool) {
-    let _serial = serial();
+    let _serial = serial().await;
     let seed: u64 = std::env::var("MAILROOM_FEED_RACE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -207,6 +207,21 @@ fn operator() -> String {
 
 /// `dead-letters export`: the decoded payload of one dead letter, exactly as SendGrid posted it
 /// (an S3-offloaded body fetched), to a file or stdout; what it is goes to stderr.
+fn write_out(body: &[u8], out: Option<&std::path::Path>) -> Result<()> {
+    match out {
+        Some(path) => {
+            std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(body)
+                .context("writing to stdout")?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn export(
     store: &Store,
     bodies: &Bodies,
@@ -222,21 +237,25 @@ pub async fn export(
         );
         return Ok(false);
     };
+    // A forwarder's dead letter is the request body itself, not an SQS envelope.
+    if row.queue.starts_with("forward:") {
+        write_out(row.body.as_bytes(), out)?;
+        eprintln!(
+            "dead letter {id}: the {} delivery body, {} bytes (re-send it to the application \
+             once the cause is fixed); first failed {}, {} attempt(s): {}",
+            row.queue,
+            row.body.len(),
+            row.first_failed_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            row.attempts,
+            row.reason
+        );
+        return Ok(true);
+    }
     let job = job(row, bodies)
         .await
         .with_context(|| format!("dead letter {id}: opening its envelope"))?;
     let body = &job.envelope.body;
-    match out {
-        Some(path) => {
-            std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?
-        }
-        None => {
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(body)
-                .context("writing to stdout")?;
-        }
-    }
+    write_out(body, out)?;
     eprintln!(
         "dead letter {id}: {:?} payload, {} bytes, content type {}; first failed {}, {} attempt(s): {}",
         job.envelope.kind,

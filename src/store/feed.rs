@@ -103,6 +103,8 @@ pub struct FeedRow {
     pub position: Position,
     /// `mailroom_events.id` or `mailroom_inbound_emails.id`.
     pub id: i64,
+    /// When the row was stored (the forwarder's lag is measured from it).
+    pub stored_at: DateTime<Utc>,
     /// Events: the event exactly as SendGrid sent it (the `payload` column). Inbound emails: a
     /// JSON object of the stored columns, with attachments (see docs/feed.md).
     pub json: String,
@@ -178,11 +180,12 @@ pub async fn read(
 ) -> Result<Vec<FeedRow>, StoreError> {
     let limit = limit.clamp(0, i32::MAX as i64) as i32;
     let sql = match stream {
-        Stream::Events => "SELECT feed_xid::text, id, payload::text \
+        Stream::Events => "SELECT feed_xid::text, id, payload::text, stored_at \
                            FROM mailroom_feed_events($1, $2)"
             .to_string(),
         Stream::InboundEmails => format!(
-            "SELECT m.feed_xid::text, m.id, {} FROM mailroom_feed_inbound_emails($1, $2) m",
+            "SELECT m.feed_xid::text, m.id, {}, m.stored_at \
+             FROM mailroom_feed_inbound_emails($1, $2) m",
             inbound_json(with_attachment_content)
         ),
     };
@@ -203,6 +206,7 @@ pub async fn read(
                 },
                 id,
                 json: row.try_get(2)?,
+                stored_at: row.try_get(3)?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -225,6 +229,27 @@ pub async fn ack(
         .fetch_one(&mut *conn)
         .await
         .map_err(StoreError::query("acknowledging a feed position"))
+}
+
+/// Try to become the one process that runs forwarder `name`: a session advisory lock on `conn`,
+/// held for as long as that connection lives (a standby process keeps trying). Session locks
+/// take no transaction id, so holding one does not hold the feed's horizon back.
+pub async fn try_lead(conn: &mut PgConnection, name: &str) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('mailroom_forward:' || $1))")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::query("taking the forwarder lock"))
+}
+
+/// Is `conn`, the connection that took the forwarder lock, still there? A session lock lives as
+/// long as its connection, so a connection that still answers still holds it.
+pub async fn still_leading(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::query("checking the forwarder's connection"))?;
+    Ok(())
 }
 
 /// One consumer, for `mailroom feed status` and the forwarder's lag metric.

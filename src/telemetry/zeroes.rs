@@ -14,7 +14,7 @@ const OUTCOMES: [&str; 4] = ["done", "retry", "transient", "dead_letter"];
 const SQS_OPS: [&str; 4] = ["receive", "delete", "change_visibility", "attributes"];
 const ACK_OPS: [&str; 2] = ["delete", "change_visibility"];
 /// `op` labels of `mailroom_postgres_errors_total` (see `store_errors.rs`).
-const POSTGRES_OPS: [&str; 3] = ["handler", "dead_letter", "ready"];
+const POSTGRES_OPS: [&str; 4] = ["handler", "dead_letter", "ready", "forward"];
 
 /// Register every series the worker can emit for `config`'s queues, at 0.
 pub fn register_zeroes(config: &Config) {
@@ -48,4 +48,5 @@ pub fn register_zeroes(config: &Config) {
         }
         metrics::gauge!("mailroom_in_flight", "queue" => queue.clone()).set(0.0);
     }
+    crate::forward::register_zeroes(&config.forwards);
 }

@@ -226,6 +226,8 @@ impl Worker {
                 stop_background.clone(),
             ));
         }
+        let forwarders =
+            crate::forward::spawn_all(&store, &config.forwards, stop_background.clone());
         tokio::spawn(report_quiet(
             quiet.clone(),
             notifier.clone(),
@@ -261,6 +263,10 @@ impl Worker {
             )
             .await;
         stop_background.cancel();
+        for forwarder in forwarders {
+            // Each stops at once on cancel (what it did not acknowledge is delivered again).
+            let _ = forwarder.await;
+        }
         Ok(report)
     }
 }
