@@ -86,14 +86,14 @@ async fn stored(jobs: Vec<Job>) -> (Vec<serde_json::Value>, Vec<serde_json::Valu
     let outcomes = handler.handle(&jobs).await;
     assert!(outcomes.iter().all(|o| *o == Outcome::Done), "{outcomes:?}");
     let events: Vec<(serde_json::Value,)> = sqlx::query_as(
-        "select to_jsonb(e) - 'id' - 'sqs_message_id' - 'stored_at' - 'received_at' - 'queue'
+        "select to_jsonb(e) - 'id' - 'sqs_message_id' - 'stored_at' - 'received_at' - 'queue' - 'feed_xid'
          from mailroom_events e order by sg_event_id",
     )
     .fetch_all(store.pool())
     .await
     .unwrap();
     let emails: Vec<(serde_json::Value,)> = sqlx::query_as(
-        "select to_jsonb(m) - 'id' - 'sqs_message_id' - 'stored_at' - 'received_at' - 'queue'
+        "select to_jsonb(m) - 'id' - 'sqs_message_id' - 'stored_at' - 'received_at' - 'queue' - 'feed_xid'
             || jsonb_build_object('attachments', (select jsonb_agg(a.sha256 order by a.position)
                                                   from mailroom_inbound_attachments a where a.email_id = m.id))
          from mailroom_inbound_emails m order by mode, dedup_key",

@@ -501,7 +501,13 @@ async fn every_referenced_metric_is_exported() {
         &tmp,
         &db.url,
         &[(&name, &url)],
-        &format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"),
+        // A forwarder too, so its series are exported (its application is not there: it
+        // retries, which is all this test needs).
+        &format!(
+            "[telemetry]\nlisten = \"127.0.0.1:{port}\"\n\n[[forward]]\nname = \"app\"\n\
+             url = \"http://127.0.0.1:{}/\"\nrate_per_second = 1\nsigning_secrets = [\"k\"]\n",
+            free_port()
+        ),
     );
     migrate(&config);
     let mut worker = Worker::start(&config, tmp.join("worker.log"), &[]);
