@@ -4,7 +4,8 @@
 # Postgres. Installs what it needs (pinned), prints the stored rows, then drains and stops.
 # The worker is the example application's own binary (examples/custom-worker: Mailroom's builder
 # plus an orders handler and a SendGrid hook), so the demo also shows an application queue and
-# the hook marking bounced addresses once, though SendGrid posts the same batch twice.
+# the hook marking bounced addresses once, though SendGrid posts the same batch twice. A
+# forwarder delivers the stored events to a small Python application at a paced rate.
 #
 #   scripts/demo.sh           # run the demo, print the tables, stop everything
 #   scripts/demo.sh --stay    # keep the stack running until Ctrl-C (post your own traffic)
@@ -39,6 +40,13 @@ ORDERS_URL=$(queue_with_dlq app-orders)
 curl -sf -X PUT "$AWS_ENDPOINT_URL/mailroom-large-bodies" >/dev/null
 log "queues: $EVENTS_URL, $INBOUND_URL; bucket mailroom-large-bodies"
 
+# The application behind the forwarder.
+export MAILROOM_FORWARD_SECRET="demo-secret-$(date +%s)"
+APP_PORT=$(free_port)
+: >"$STACK_DIR/app.log"
+python3 examples/forward-receiver/receiver.py "$APP_PORT" "$STACK_DIR/app.log" &
+STARTED_PIDS+=($!)
+
 DB=mailroom_demo
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
@@ -70,6 +78,16 @@ message_format = "plain"
 wait_time_secs = 2
 [handlers.orders]
 default_currency = "EUR"
+# Paced, signed delivery of the stored events to the application (docs/forward.md): here a small
+# Python app (examples/forward-receiver) that verifies signatures and asks to slow down once.
+[[forward]]
+name = "demo-app"
+url = "http://127.0.0.1:$APP_PORT/sendgrid-events"
+rate_per_second = 20
+batch_size = 500
+concurrency = 2
+signing_secrets_env = "MAILROOM_FORWARD_SECRET"
+poll_interval_ms = 200
 TOML
 export MAILROOM_CONFIG="$STACK_DIR/demo.toml"
 "$BIN/mailroom-app" migrate
@@ -127,6 +145,11 @@ until [ "$(q 'select count(*) from mailroom_events')" -ge "$expected_events" ] \
   if (( SECONDS >= deadline )); then log "timed out waiting for rows; see .stack/worker.log"; exit 1; fi
   sleep 0.5
 done
+# ... and for the forwarder to have delivered every event to the application.
+until [ "$(q "select acked_rows from mailroom_feed_consumers where name = 'demo-app'")" = "$expected_events" ]; do
+  if (( SECONDS >= deadline + 30 )); then log "timed out waiting for the forwarder; see .stack/worker.log"; exit 1; fi
+  sleep 0.5
+done
 
 show() { echo; echo "== $1"; psql -h 127.0.0.1 -U postgres -d "$DB" -P pager=off -c "$2"; }
 show "events (first 12 of $(q 'select count(*) from mailroom_events'))" \
@@ -140,6 +163,23 @@ show "app_orders (the application's own queue; the duplicate added no row)" \
   "select order_id, customer_email, total_cents, currency from app_orders order by order_id"
 show "app_users marked by the SendGrid hook (once per event, though the batch was posted twice)" \
   "select u.email, u.email_status, u.email_status_at, (select count(*) from app_email_status_changes c where c.email = u.email) as changes from app_users u order by email"
+
+show "message status (per X-Message-Id and recipient; the state by SendGrid's precedence, not arrival)" \
+  "select message_id, email, state, state_occurred_at, event_count, open_count, click_count from mailroom_message_status where message_id not like 'demo-large%' order by message_id, email"
+show "suppressions (may these addresses be mailed?)" \
+  "select email, asm_group_id, reason, active, mailroom_may_send(email, nullif(asm_group_id, 0)) as may_send from mailroom_suppressions order by email, asm_group_id"
+echo; echo "== the feed's consumers (mailroom feed status)"
+"$BIN/mailroom-app" feed status
+echo; echo "== what the application received from the forwarder (.stack/app.log)"
+python3 - "$STACK_DIR/app.log" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+delivered = [l for l in lines if l["what"] == "delivered"]
+print(f"{len(lines)} requests, all signed: {sum(1 for l in lines if l['what'] == 'slow down')} answered 429 (the forwarder slowed down and retried), "
+      f"{len(delivered)} delivered with {sum(l['events'] for l in delivered)} events ({sum(l['new'] for l in delivered)} new to the app)")
+for l in lines[:4]:
+    print(f"  {l['what']:<10} attempt {l['attempt']}  key {l['key']}  events {l['events']}")
+PY
 
 if [ -n "$STAY" ]; then
   log "stack running; DATABASE_URL=$DATABASE_URL, router $ROUTER. Ctrl-C to stop."

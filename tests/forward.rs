@@ -496,3 +496,74 @@ poll_interval_ms = 50
     pool.close().await;
     db.drop_db().await;
 }
+
+/// Inbound emails go one per request, as the feed's JSON object with attachment bytes.
+#[sqlx::test(migrations = "./migrations")]
+async fn inbound_emails_are_delivered_one_per_request_with_their_attachments(pool: PgPool) {
+    let app = App::start(Arc::new(|_, _| Reply::Ok)).await;
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/store/inbound_parsed.multipart"),
+    )
+    .expect("fixture");
+    let envelope = mailroom_envelope::Envelope {
+        origin: mailroom_envelope::Origin::Router { version: 1 },
+        kind: mailroom_envelope::Kind::Inbound,
+        received_at: None,
+        source: None,
+        headers: vec![(
+            "content-type".into(),
+            "multipart/form-data; boundary=xYzZY".into(),
+        )],
+        content_type: Some("multipart/form-data; boundary=xYzZY".into()),
+        body,
+        queue_url: None,
+    };
+    let job = mailroom::Job {
+        message_id: "m-inbound".into(),
+        queue: "sendgrid-inbound".into(),
+        receive_count: 1,
+        sent_at: None,
+        attributes: Default::default(),
+        envelope,
+    };
+    let handler = mailroom::handlers::SendgridHandler::new(
+        Store::from_pool(pool.clone()),
+        mailroom::handlers::SendgridHandlerConfig::default(),
+    )
+    .expect("handler");
+    let outcomes = handler.handle(&[job]).await;
+    assert!(
+        matches!(outcomes.as_slice(), [mailroom::Outcome::Done]),
+        "{outcomes:?}"
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(forward::run(
+        Store::from_pool(pool.clone()),
+        config(
+            "mail",
+            &app.url(),
+            "stream = \"inbound_emails\"\nrate_per_second = 10",
+        ),
+        stop.clone(),
+    ));
+    wait_acked(&pool, "mail", 1, 60).await;
+    stop.cancel();
+    task.await.expect("forwarder task");
+    let received = app.received();
+    assert_eq!(received.len(), 1);
+    let email: serde_json::Value = serde_json::from_slice(&received[0].body).expect("json");
+    let stored_subject: String = sqlx::query_scalar("SELECT subject FROM mailroom_inbound_emails")
+        .fetch_one(&pool)
+        .await
+        .expect("subject");
+    assert_eq!(email["subject"], stored_subject.as_str());
+    let attachments = email["attachments"].as_array().expect("attachments");
+    assert!(!attachments.is_empty());
+    assert!(attachments.iter().all(|a| a["content_base64"].is_string()));
+    assert!(sign::verify(
+        &received[0].signature,
+        SECRET,
+        &received[0].body
+    ));
+}

@@ -7,10 +7,11 @@
 //! ```text
 //! mailroom-bench --endpoint URL --database-url URL --mailroom target/release/mailroom \
 //!     [--messages N] [--peers DIR] [--work DIR]
-//!     [--only ideal,worker,peers,scaling,memory,pg]   (peers = node,celery)
+//!     [--only ideal,worker,peers,scaling,memory,pg,forward]   (peers = node,celery)
 //! ```
 
 mod data;
+mod forward;
 mod infra;
 
 use std::path::PathBuf;
@@ -191,6 +192,15 @@ async fn main() -> Result<()> {
         let r = offloaded(&env, &format!("{run}m"), (a.messages / 100).clamp(20, 200)).await?;
         progress(&r);
         rows.push(r);
+    }
+    if want("forward") {
+        // Batches of 500 (the throughput case) and single-event deliveries (the per-request
+        // cost), on the events of this run's size.
+        for (batch, events) in [(500u32, t.events), (1u32, (t.events / 10).max(1_000))] {
+            let r = forward::forwarder(&env, &format!("{run}f{batch}"), events, batch, 8).await?;
+            progress(&r);
+            rows.push(r);
+        }
     }
     if want("pg") {
         for conns in [1usize, 4] {
