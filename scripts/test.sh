@@ -41,6 +41,12 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 export MAILROOM_REQUIRE_SYSTEMD_ANALYZE=1
 
+step "chromium (tests/ops_status_page.rs loads the status page in it, headless)"
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium (apt) for the status page test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 step "tests (rustack at $AWS_ENDPOINT_URL, Postgres at $DATABASE_URL)"
 cargo test --workspace --quiet 2>&1 | tee "$STACK_DIR/test-output.log"
 

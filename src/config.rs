@@ -157,7 +157,8 @@ pub const EVENT_WEBHOOK_PUBLIC_KEY: &str = "event_webhook_public_key";
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// Address for /metrics, /health and /ready, e.g. "127.0.0.1:9090". Off when absent.
+    /// Address for /metrics, /health, /ready and the status page (/), e.g. "127.0.0.1:9090".
+    /// Off when absent.
     pub listen: Option<String>,
     /// Log format: "auto" (human on a terminal, JSON otherwise), "human" or "json".
     pub log_format: Option<String>,

@@ -1,9 +1,13 @@
 //! Logs through tracing-subscriber: human-readable on a terminal, JSON lines otherwise (under
-//! journald or a log shipper), filtered RUST_LOG-style.
+//! journald or a log shipper), filtered RUST_LOG-style. WARN and ERROR events that pass the
+//! filter are also kept in a small ring buffer for the status page (`telemetry::recent`).
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
+
+use crate::telemetry::RecentErrorsLayer;
 
 /// `format`: "auto" (default), "human" or "json"; env MAILROOM_LOG_FORMAT wins.
 pub fn init(format: Option<&str>) {
@@ -15,17 +19,16 @@ pub fn init(format: Option<&str>) {
         "human" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(RecentErrorsLayer);
     // A second init (tests) is harmless: keep the first.
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        registry
+            .with(fmt.json().flatten_event(true).with_current_span(false))
             .try_init()
     } else {
-        builder.try_init()
+        registry.with(fmt).try_init()
     };
 }

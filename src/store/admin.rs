@@ -1,9 +1,12 @@
-//! SQL for the operations side: the readiness probe's `select 1`, and what
-//! `mailroom dead-letters list|replay` reads and removes in `mailroom_dead_letters`.
+//! SQL for the operations side: the readiness probe's `select 1`, what
+//! `mailroom dead-letters list|replay` reads and removes in `mailroom_dead_letters`, and the
+//! status page's bounded read of the newest dead letters (with its own small pool).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 use super::StoreError;
@@ -177,4 +180,76 @@ pub async fn replace_dead_letter_body(
     .await
     .map_err(StoreError::query("replacing a dead letter's body"))?;
     Ok(())
+}
+
+/// The status page's pool: one connection at most (a page load can never take a handler's
+/// connection, and concurrent loads queue behind each other), opened on demand and closed
+/// after a minute idle, every statement limited server-side to `statement_timeout` (so a
+/// slow query is cancelled by Postgres, not only abandoned by the page), and an acquire that
+/// gives up after `statement_timeout` too (Postgres down or unreachable).
+pub fn page_pool(pool: &PgPool, statement_timeout: Duration) -> PgPool {
+    let millis = statement_timeout.as_millis().max(1);
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("statement_timeout", millis.to_string())]);
+    PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(statement_timeout)
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .connect_lazy_with(options)
+}
+
+/// A dead letter as the status page shows it: the reason and the body cut to a few hundred
+/// characters by Postgres (a body can be megabytes).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetterSummary {
+    pub id: i64,
+    pub queue: String,
+    pub handler: Option<String>,
+    pub reason: String,
+    /// The body's first [`SUMMARY_BODY_CHARS`] characters.
+    pub body_start: String,
+    pub body_bytes: i64,
+    pub receive_count: i32,
+    pub attempts: i32,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// How much of a reason the summary keeps.
+pub const SUMMARY_REASON_CHARS: i32 = 500;
+/// How much of a body the summary keeps.
+pub const SUMMARY_BODY_CHARS: i32 = 200;
+
+/// The newest `limit` dead letters (by id: the most recently kept), newest first.
+pub async fn recent_dead_letters(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<DeadLetterSummary>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, queue, handler, left(reason, $2), left(body, $3), octet_length(body)::int8, \
+         receive_count, attempts, failed_at FROM mailroom_dead_letters ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .bind(SUMMARY_REASON_CHARS)
+    .bind(SUMMARY_BODY_CHARS)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query("reading recent dead letters"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadLetterSummary {
+                id: row.try_get(0)?,
+                queue: row.try_get(1)?,
+                handler: row.try_get(2)?,
+                reason: row.try_get(3)?,
+                body_start: row.try_get(4)?,
+                body_bytes: row.try_get(5)?,
+                receive_count: row.try_get(6)?,
+                attempts: row.try_get(7)?,
+                failed_at: row.try_get(8)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(StoreError::query("reading recent dead letters"))
 }

@@ -63,6 +63,11 @@ impl Health {
         }
     }
 
+    /// Receiving is paused (SIGUSR1/SIGTSTP).
+    pub fn is_quiet(&self) -> bool {
+        *self.quiet.borrow()
+    }
+
     /// Ok when this process should get traffic; Err with the reason otherwise.
     pub async fn ready(&self) -> Result<(), String> {
         match self.phase() {

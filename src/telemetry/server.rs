@@ -1,4 +1,5 @@
-//! The HTTP listener: `/metrics` (Prometheus text), `/health`, `/ready`. HTTP/1 only, GET only,
+//! The HTTP listener: `/metrics` (Prometheus text), `/health`, `/ready`, and the read-only status
+//! page (`/` and `/status` as HTML, `/status.json`; see `status.rs`). HTTP/1 only, GET only,
 //! one task per connection; meant for loopback or a private network, not the internet.
 
 use std::convert::Infallible;
@@ -14,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Health;
+use super::{Health, StatusSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -30,6 +31,7 @@ pub enum ServerError {
 struct State {
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    status: Arc<StatusSource>,
 }
 
 /// Bind now (so a taken port fails start-up, before READY), serve until `stop`.
@@ -37,14 +39,19 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    status: Arc<StatusSource>,
     stop: CancellationToken,
 ) -> Result<SocketAddr, ServerError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let state = Arc::new(State { metrics, health });
-    tracing::info!(listen = %local, "telemetry: /metrics, /health, /ready");
+    let state = Arc::new(State {
+        metrics,
+        health,
+        status,
+    });
+    tracing::info!(listen = %local, "telemetry: /metrics, /health, /ready, status page at /");
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
@@ -95,11 +102,46 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 format!("not ready: {reason}\n"),
             ),
         },
+        "/" | "/status" => {
+            let snapshot = state
+                .status
+                .snapshot(&state.metrics.render(), &state.health)
+                .await;
+            with_type(
+                text(StatusCode::OK, super::render_status_page(&snapshot)),
+                "text/html; charset=utf-8",
+            )
+        }
+        "/status.json" => {
+            let snapshot = state
+                .status
+                .snapshot(&state.metrics.render(), &state.health)
+                .await;
+            match serde_json::to_string_pretty(&snapshot) {
+                Ok(json) => with_type(text(StatusCode::OK, json + "\n"), "application/json"),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /health or /ready\n".into(),
+            "not found: try /, /status.json, /metrics, /health or /ready\n".into(),
         ),
     }
+}
+
+fn with_type(
+    mut response: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -214,9 +214,24 @@ impl Worker {
         );
         if let (Some(listen), Some(metrics)) = (&config.telemetry.listen, metrics) {
             let addr = telemetry::parse_listen(listen).map_err(WorkerError::Telemetry)?;
-            telemetry::serve(addr, metrics, health.clone(), stop_background.clone())
-                .await
-                .map_err(WorkerError::Telemetry)?;
+            let status = telemetry::StatusSource::new(
+                config
+                    .queues
+                    .iter()
+                    .map(|q| (q.name.clone(), q.handler.clone()))
+                    .collect(),
+                config.forwards.iter().map(|f| f.name.clone()).collect(),
+                Some(store.pool()),
+            );
+            telemetry::serve(
+                addr,
+                metrics,
+                health.clone(),
+                status,
+                stop_background.clone(),
+            )
+            .await
+            .map_err(WorkerError::Telemetry)?;
             tokio::spawn(telemetry::poll_queue_depths(
                 sqs_client.clone(),
                 queues
