@@ -1,6 +1,8 @@
 //! Logs through tracing-subscriber: human-readable on a terminal, JSON lines otherwise (under
 //! journald or a log shipper), filtered RUST_LOG-style. WARN and ERROR events that pass the
-//! filter are also kept in a small ring buffer for the status page (`telemetry::recent`).
+//! filter are also kept in a small ring buffer for the status page (`telemetry::recent`). When
+//! the standard `OTEL_*` variables configure an OTLP exporter, Mailroom's trace spans go to it
+//! (`mailroom-otel`); the log filter does not apply to them, nor they to the logs.
 
 use std::io::IsTerminal;
 
@@ -20,15 +22,21 @@ pub fn init(format: Option<&str>) {
         _ => !std::io::stderr().is_terminal(),
     };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(RecentErrorsLayer);
-    // A second init (tests) is harmless: keep the first.
-    let _ = if json {
-        registry
-            .with(fmt.json().flatten_event(true).with_current_span(false))
-            .try_init()
+    let logs = if json {
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed()
     } else {
-        registry.with(fmt).try_init()
+        fmt.boxed()
     };
+    let traces = mailroom_otel::layer("mailroom").unwrap_or_else(|e| {
+        eprintln!("mailroom: warning: traces are off: {e}");
+        None
+    });
+    // A second init (tests) is harmless: keep the first.
+    let _ = tracing_subscriber::registry()
+        .with(logs.and_then(RecentErrorsLayer).with_filter(filter))
+        .with(traces)
+        .try_init();
 }

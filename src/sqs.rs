@@ -42,6 +42,9 @@ pub struct Received {
     pub receive_count: u32,
     pub sent_at: Option<DateTime<Utc>>,
     pub attributes: HashMap<String, String>,
+    /// The X-Ray trace header SQS keeps for a message sent with one (Lambda sets it): the
+    /// message's trace when it carries no `traceparent` attribute.
+    pub aws_trace_header: Option<String>,
 }
 
 /// Shared AWS SDK config for SQS and S3.
@@ -97,6 +100,7 @@ pub async fn receive(
         .visibility_timeout(visibility_timeout_secs as i32)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
         .message_attribute_names("All")
         .send()
         .await
@@ -115,6 +119,9 @@ pub async fn receive(
                 .get(&MessageSystemAttributeName::SentTimestamp)
                 .and_then(|v| v.parse::<i64>().ok())
                 .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+            let aws_trace_header = system
+                .get(&MessageSystemAttributeName::AwsTraceHeader)
+                .cloned();
             let attributes = m
                 .message_attributes
                 .unwrap_or_default()
@@ -128,6 +135,7 @@ pub async fn receive(
                 receive_count,
                 sent_at,
                 attributes,
+                aws_trace_header,
             })
         })
         .collect())

@@ -6,6 +6,7 @@
 //! lost, which is what the Node Lambda this replaces did.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -105,12 +106,24 @@ impl<S: Sink> App<S> {
             );
         };
         let body = mailroom_envelope::encode(&self.envelope(kind, &request));
-        let attributes = vec![
+        let mut attributes = vec![
             Attribute::string(ATTR_KIND, kind_name(kind)),
             Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
         ];
-        self.deliver(kind, queue_url, body, attributes, &request.request_id)
-            .await
+        let span = trace_span(kind, &request);
+        // The worker continues this trace: the W3C context rides along as a message attribute.
+        if let Some(traceparent) = mailroom_otel::traceparent(&span) {
+            attributes.push(Attribute::string(
+                mailroom_otel::TRACEPARENT_ATTRIBUTE,
+                traceparent,
+            ));
+        }
+        let reply = self
+            .deliver(kind, queue_url, body, attributes, &request.request_id)
+            .instrument(span.clone())
+            .await;
+        span.record("http.response.status_code", reply.status.as_u16());
+        reply
     }
 
     /// Handles a legacy mapping-template event (`{"queue_url", "body-json"}` or
@@ -286,4 +299,23 @@ fn attributes_size(attributes: &[Attribute]) -> usize {
             a.name.len() + data_type.len() + value.len()
         })
         .sum()
+}
+
+/// The request's trace span: a child of the caller's `traceparent` (or API Gateway's X-Ray
+/// `x-amzn-trace-id`) when it sent one, else a new trace. Disabled, at no cost, unless an OTLP
+/// exporter is configured (`mailroom-otel`).
+fn trace_span(kind: Kind, request: &CallbackRequest) -> tracing::Span {
+    let span = tracing::span!(target: mailroom_otel::TARGET, parent: None, tracing::Level::TRACE,
+        "router.request", otel.kind = "server", http.request.method = %request.method,
+        url.path = %request.path, mailroom.kind = kind_name(kind),
+        mailroom.request_id = %request.request_id, http.response.status_code = tracing::field::Empty);
+    if !span.is_disabled() {
+        if let Some(parent) = mailroom_otel::remote_parent(
+            request.header("traceparent"),
+            request.header("x-amzn-trace-id"),
+        ) {
+            mailroom_otel::set_remote_parent(&span, parent);
+        }
+    }
+    span
 }

@@ -82,22 +82,28 @@ fn log_format_is_json(in_lambda: bool, format: Option<&str>, terminal: bool) -> 
 }
 
 fn init_tracing(json: bool) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
+    let fmt = tracing_subscriber::fmt::layer();
+    let logs = if json {
         // CloudWatch adds its own timestamps; one JSON object per line is what Logs Insights reads.
-        builder
-            .json()
-            .without_time()
-            .with_current_span(false)
-            .init();
+        fmt.json().without_time().with_current_span(false).boxed()
     } else {
         // Human format only reaches a terminal unless asked for; colours only there.
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init();
-    }
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed()
+    };
+    // Traces (OTLP, from the standard OTEL_* variables) have their own filter: the log level does
+    // not decide them, and they do not reach the log.
+    let traces = mailroom_otel::layer("mailroom-router").unwrap_or_else(|e| {
+        eprintln!("mailroom-router: warning: traces are off: {e}");
+        None
+    });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .init();
 }
 
 async fn serve(app: Arc<App<AwsSink>>, listen: SocketAddr) -> anyhow::Result<()> {
@@ -107,6 +113,9 @@ async fn serve(app: Arc<App<AwsSink>>, listen: SocketAddr) -> anyhow::Result<()>
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, "mailroom-router serving");
     mailroom_router::serve::serve(app, listener, shutdown_signal()).await?;
+    tokio::task::spawn_blocking(mailroom_otel::shutdown)
+        .await
+        .ok();
     Ok(())
 }
 
@@ -138,12 +147,15 @@ async fn lambda(app: Arc<App<AwsSink>>) -> anyhow::Result<()> {
         move |event: lambda_runtime::LambdaEvent<Box<serde_json::value::RawValue>>| {
             let app = Arc::clone(&app);
             async move {
-                mailroom_router::lambda::handle_event(
+                let reply = mailroom_router::lambda::handle_event(
                     &app,
                     &event.payload,
                     &event.context.request_id,
                 )
-                .await
+                .await;
+                // The sandbox may freeze after this invocation: export its spans now.
+                tokio::task::spawn_blocking(mailroom_otel::flush).await.ok();
+                reply
             }
         },
     );

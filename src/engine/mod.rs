@@ -10,6 +10,7 @@ mod heartbeat;
 mod inflight;
 mod process;
 mod receive;
+mod trace;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;

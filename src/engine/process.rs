@@ -21,12 +21,16 @@ use crate::acker::AckResult;
 
 use super::budget::Reserved;
 use super::inflight::{Permits, Token};
+use super::trace;
 use super::{QueueRuntime, Shared};
+use tracing::Instrument;
 
 /// A received message with its registry token.
 pub struct Delivery {
     pub message: Received,
     pub token: Token,
+    /// The message's trace span (`trace::message`): ends when the message is settled.
+    pub span: tracing::Span,
 }
 
 enum Decision {
@@ -56,7 +60,10 @@ async fn process_round(
     let mut reserved = Vec::new();
     let plain = queue.config.message_format == MessageFormat::Plain;
     while let Some(delivery) = pending.pop_front() {
-        match open_within_budget(shared, plain, &delivery.message, &mut reserved).await {
+        let opened = open_within_budget(shared, plain, &delivery.message, &mut reserved)
+            .instrument(trace::decode(&delivery.span))
+            .await;
+        match opened {
             Opened::Ready(envelope) => {
                 jobs.push(Job {
                     message_id: delivery.message.message_id.clone(),
@@ -76,10 +83,17 @@ async fn process_round(
         }
     }
 
+    let batch_span = trace::batch(
+        &queue.queue.name,
+        &queue.handler_name,
+        job_deliveries.iter().map(|d: &Delivery| &d.span),
+    );
     let outcomes = if jobs.is_empty() {
         Vec::new()
     } else {
-        run_handler(queue, &jobs).await
+        run_handler(queue, &jobs)
+            .instrument(batch_span.clone())
+            .await
     };
     drop(jobs);
     drop(reserved);
@@ -90,8 +104,15 @@ async fn process_round(
     let mut settle = Settle::default();
     let mut letters = Vec::new();
     let stopping = shared.stopping.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut done, mut retried, mut dead) = (0u32, 0u32, 0u32);
     for (delivery, outcome) in results {
         let label = outcome_label(&outcome);
+        delivery.span.record("mailroom.outcome", label);
+        match label {
+            "done" => done += 1,
+            "dead_letter" => dead += 1,
+            _ => retried += 1,
+        }
         metrics::counter!("mailroom_messages_handled_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string(), "outcome" => label).increment(1);
         match decide(queue, &delivery.message, outcome, stopping) {
             Decision::Delete => delete(queue, shared, &mut settle, delivery),
@@ -107,10 +128,15 @@ async fn process_round(
             Decision::DeadLetter(reason) => letters.push((delivery, reason)),
         }
     }
+    batch_span.record("mailroom.done", done);
+    batch_span.record("mailroom.retried", retried);
+    batch_span.record("mailroom.dead_lettered", dead);
     if !letters.is_empty() {
-        keep_as_dead_letters(queue, shared, &mut settle, letters).await;
+        keep_as_dead_letters(queue, shared, &mut settle, letters)
+            .instrument(batch_span.clone())
+            .await;
     }
-    settle.spawn();
+    settle.spawn(&batch_span);
 }
 
 /// Acks handed to the acker, with the permits their messages hold: one task per batch waits
@@ -130,16 +156,20 @@ impl Settle {
         self.waiting.push((permits, confirmed));
     }
 
-    fn spawn(self) {
+    fn spawn(self, batch: &tracing::Span) {
         if self.waiting.is_empty() {
             return;
         }
-        tokio::spawn(async move {
-            for (permits, confirmed) in self.waiting {
-                let _ = confirmed.await;
-                drop(permits);
+        let span = trace::ack(batch, self.waiting.len());
+        tokio::spawn(
+            async move {
+                for (permits, confirmed) in self.waiting {
+                    let _ = confirmed.await;
+                    drop(permits);
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 

@@ -15,7 +15,9 @@ use crate::sqs;
 
 use super::inflight::Permits;
 use super::process::Delivery;
+use super::trace;
 use super::{QueueRuntime, Shared};
+use tracing::Instrument;
 
 pub(super) struct ReceiveLoop {
     pub(super) queue: Arc<QueueRuntime>,
@@ -65,6 +67,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
         // Not cancelled by shutdown: SQS may already have handed messages to this request, and
         // dropping it would hide them for a whole visibility timeout. It ends within
         // `wait_time_secs`; what it brings is registered, then released by the shutdown.
+        let receive_span = trace::receive(&queue.queue.name, permits.len());
         let result = sqs::receive(
             &this.sqs,
             &queue.queue.url,
@@ -72,6 +75,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
             settings.wait_time_secs,
             settings.visibility_timeout_secs,
         )
+        .instrument(receive_span.clone())
         .await;
         this.liveness.bump();
         match result {
@@ -87,6 +91,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                 }
                 metrics::counter!("mailroom_messages_received_total", "queue" => queue.queue.name.to_string())
                     .increment(messages.len() as u64);
+                receive_span.record("messaging.batch.message_count", messages.len());
                 permits.truncate(messages.len());
                 let deliveries = messages
                     .into_iter()
@@ -99,7 +104,12 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                             settings.heartbeat_secs,
                             permits,
                         );
-                        Delivery { message, token }
+                        let span = trace::message(&queue.queue.name, &message, &receive_span);
+                        Delivery {
+                            message,
+                            token,
+                            span,
+                        }
                     })
                     .collect();
                 if this.out.send(deliveries).is_err() {

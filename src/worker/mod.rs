@@ -282,6 +282,10 @@ impl Worker {
             // Each stops at once on cancel (what it did not acknowledge is delivered again).
             let _ = forwarder.await;
         }
+        // The last spans (the drain's acks) go out before the process ends.
+        tokio::task::spawn_blocking(mailroom_otel::shutdown)
+            .await
+            .ok();
         Ok(report)
     }
 }
