@@ -10,9 +10,14 @@
 //! absent from the scrape if docs/operations.md documents them and the worker's source emits
 //! them; the test prints which ones it checked that way.
 //!
-//! The router exports no Prometheus metrics (it is a Lambda; `serve` has no /metrics): its
-//! dashboard panels read CloudWatch, and the log messages they count are checked against the
-//! router's source instead.
+//! The router, too: `mailroom-router serve`'s app and its metrics listener run in this process
+//! through the same library calls its `main` makes (`telemetry::install`,
+//! `telemetry::serve_metrics`, `serve::serve`; the root crate's tests cannot run the router's
+//! binary, `router/tests/metrics.rs` does), with the real AWS sink against rustack. It gets a
+//! 2xx, an S3 offload, a 404, a 401 and a 503 (a queue that does not exist), its /metrics is
+//! scraped, every `mailroom_router_*` name the dashboard and rules reference must be in it,
+//! and the counts must be those requests. The Lambda's panels read CloudWatch, and the log
+//! messages they count are checked against the router's source instead.
 //!
 //! Also: the dashboard parses, every panel has a datasource and targets, every datasource is a
 //! declared input; every rule has `for:`, a severity and a runbook section that exists in
@@ -20,10 +25,15 @@
 
 mod ops_support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use mailroom_router::{App, AwsSink, Config as RouterConfig};
 use ops_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Counters that are only incremented by faults outside this test's reach.
 const FAULT_ONLY: [&str; 3] = [
@@ -351,6 +361,232 @@ fn source_contains(dir: &Path, needle: &str) -> bool {
     })
 }
 
+/// The value of the sample `name{labels}` (labels in any order) in a Prometheus text scrape.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        if series_name != name {
+            return None;
+        }
+        let got: BTreeMap<&str, &str> = label_text
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        (got == want).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to `addr`; the status. Bounded by 30 s.
+async fn http_status(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> u16 {
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
+             content-length: {}\r\n{headers}\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        stream.write_all(body).await.expect("write body");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        let text = String::from_utf8_lossy(&response).into_owned();
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {text}"))
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer in 30 s"))
+}
+
+/// `mailroom-router serve` in this process, as its `main` assembles it with
+/// `MAILROOM_ROUTER_METRICS_LISTEN`: the recorder, the metrics listener, the app with the real
+/// AWS sink on rustack. Sends one request per outcome and returns the /metrics text, after
+/// checking the counts.
+async fn router_traffic_and_scrape(sqs: &aws_sdk_sqs::Client) -> String {
+    let queue = create_queue(sqs, &unique("observability-router"), 30, None).await;
+    let bucket = unique_dashed("observability-router").to_lowercase();
+    let aws = sdk_config(&endpoint()).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    let missing_queue = format!("{}/000000000000/{}", endpoint(), unique("no-such-queue"));
+    let vars: HashMap<String, String> = [
+        ("MAILROOM_EVENTS_QUEUE_URL", queue.as_str()),
+        ("MAILROOM_INBOUND_QUEUE_URL", missing_queue.as_str()),
+        ("MAILROOM_INBOUND_BASIC_AUTH", "user:secret"),
+        ("MAILROOM_LARGE_BODY_BUCKET", bucket.as_str()),
+        ("MAILROOM_MAX_MESSAGE_BYTES", "8192"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+
+    // What main.rs does for `serve` with MAILROOM_ROUTER_METRICS_LISTEN.
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics_port = metrics_listener.local_addr().expect("addr").port();
+    let handle = mailroom_router::telemetry::install().expect("router recorder");
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = tokio::spawn(mailroom_router::telemetry::serve_metrics(
+        handle,
+        metrics_listener,
+        async {
+            let _ = metrics_stopped.await;
+        },
+    ));
+    let app = Arc::new(App::new(
+        RouterConfig::from_vars(vars).expect("router config"),
+        AwsSink::from_sdk_config(&aws),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_router, router_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = tokio::spawn(mailroom_router::serve::serve(app, listener, async {
+        let _ = router_stopped.await;
+    }));
+
+    let json = "content-type: application/json\r\n";
+    let small = events_body(&[unique("router-small")]);
+    let ids: Vec<String> = (0..100).map(|i| format!("router-large-{i}")).collect();
+    let large = events_body(&ids);
+    assert!(large.len() > 8192, "the large batch must be offloaded");
+    assert_eq!(
+        http_status(addr, "POST", "/sendgrid/events", json, &small).await,
+        200
+    );
+    assert_eq!(
+        http_status(addr, "POST", "/sendgrid/events", json, &large).await,
+        200
+    );
+    assert_eq!(
+        http_status(addr, "GET", "/metrics", "", b"").await,
+        404,
+        "not on the callback port"
+    );
+    let text_plain = "content-type: text/plain\r\n";
+    assert_eq!(
+        http_status(addr, "POST", "/sendgrid/inbound", text_plain, b"hi").await,
+        401
+    );
+    // user:secret
+    let authorized = "content-type: text/plain\r\nauthorization: Basic dXNlcjpzZWNyZXQ=\r\n";
+    assert_eq!(
+        http_status(addr, "POST", "/sendgrid/inbound", authorized, b"hi").await,
+        503
+    );
+
+    let (status, text) = http_get(metrics_port, "/metrics")
+        .await
+        .expect("router /metrics");
+    assert_eq!(status, 200);
+    let requests = |kind, status| {
+        sample(
+            &text,
+            "mailroom_router_requests_total",
+            &[("kind", kind), ("status", status)],
+        )
+    };
+    let by_kind = |name, kind| sample(&text, name, &[("kind", kind)]);
+    let expected = [
+        (requests("events", "200"), 2.0, "events 200"),
+        (requests("other", "404"), 1.0, "other 404"),
+        (requests("inbound", "401"), 1.0, "inbound 401"),
+        (requests("inbound", "503"), 1.0, "inbound 503"),
+        (
+            requests("events", "503"),
+            0.0,
+            "events 503, registered at 0",
+        ),
+        (
+            requests("inbound", "500"),
+            0.0,
+            "inbound 500, registered at 0",
+        ),
+        (
+            by_kind("mailroom_router_s3_offloads_total", "events"),
+            1.0,
+            "events offloaded",
+        ),
+        (
+            by_kind("mailroom_router_s3_offload_failures_total", "events"),
+            0.0,
+            "offload failures",
+        ),
+        (
+            by_kind("mailroom_router_sqs_send_failures_total", "inbound"),
+            1.0,
+            "inbound send failure",
+        ),
+        (
+            by_kind("mailroom_router_sqs_send_failures_total", "events"),
+            0.0,
+            "events send failures",
+        ),
+        (
+            by_kind("mailroom_router_request_duration_seconds_count", "events"),
+            2.0,
+            "events timed",
+        ),
+        (
+            by_kind("mailroom_router_request_bytes_count", "inbound"),
+            2.0,
+            "inbound sized",
+        ),
+    ];
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(got, want, _)| *got != Some(*want))
+        .map(|(got, want, what)| format!("{what}: {got:?}, want {want}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "router counts:\n{}\n\nscrape:\n{text}",
+        wrong.join("\n")
+    );
+
+    let _ = stop_router.send(());
+    router.await.expect("router task").expect("router serve");
+    let _ = stop_metrics.send(());
+    metrics
+        .await
+        .expect("metrics task")
+        .expect("metrics listener");
+    let _ = sqs.delete_queue().queue_url(&queue).send().await;
+    if let Ok(listed) = s3.list_objects_v2().bucket(&bucket).send().await {
+        for object in listed.contents() {
+            if let Some(key) = object.key() {
+                let _ = s3.delete_object().bucket(&bucket).key(key).send().await;
+            }
+        }
+    }
+    let _ = s3.delete_bucket().bucket(&bucket).send().await;
+    text
+}
+
 #[test]
 fn promql_names_skip_label_values_and_functions() {
     let names = promql_metric_names(
@@ -569,6 +805,10 @@ async fn every_referenced_metric_is_exported() {
     })
     .await;
 
+    // The router: its own traffic and scrape (in this process; the worker is a child).
+    let router_text = router_traffic_and_scrape(&sqs).await;
+    let router_families = scraped_families(&router_text);
+
     // Everything the traffic produces, scraped once it is all there.
     let needed = [
         "mailroom_handler_duration_seconds_bucket",
@@ -593,7 +833,18 @@ async fn every_referenced_metric_is_exported() {
     let worker_src = root().join("src");
 
     let mut checked_by_docs = Vec::new();
+    let mut router_names = 0;
     for (name, users) in &referenced {
+        if name.starts_with("mailroom_router_") {
+            router_names += 1;
+            let family = family_of(name, &router_families, &documented);
+            if !router_families.contains_key(&family) {
+                problems.push(format!(
+                    "{name} (used by {users:?}) is not exported by mailroom-router serve"
+                ));
+            }
+            continue;
+        }
         let family = family_of(name, &families, &documented);
         if families.contains_key(&family) {
             continue;
@@ -621,11 +872,15 @@ async fn every_referenced_metric_is_exported() {
     db.drop_db().await;
 
     println!(
-        "{} metric names referenced by the dashboard and alerts.yml; scraped: {}",
+        "{} metric names referenced by the dashboard and alerts.yml; in a scrape (worker or \
+         router): {}",
         referenced.len(),
         referenced
             .keys()
-            .filter(|n| families.contains_key(&family_of(n, &families, &documented)))
+            .filter(|n| {
+                families.contains_key(&family_of(n, &families, &documented))
+                    || router_families.contains_key(&family_of(n, &router_families, &documented))
+            })
             .count()
     );
     if checked_by_docs.is_empty() {
@@ -636,10 +891,17 @@ async fn every_referenced_metric_is_exported() {
             checked_by_docs.join(", ")
         );
     }
-    println!("router: no Prometheus metrics (Lambda; `serve` has no /metrics); its panels read CloudWatch");
+    println!(
+        "router: {router_names} mailroom_router_* names referenced, all checked against \
+         mailroom-router serve's scrape; the Lambda's panels read CloudWatch"
+    );
+    assert!(
+        router_names >= 5,
+        "the dashboard and rules use the router's metrics: {referenced:?}"
+    );
     assert!(
         problems.is_empty(),
-        "problems:\n{}\n\nscrape:\n{text}",
+        "problems:\n{}\n\nworker scrape:\n{text}\n\nrouter scrape:\n{router_text}",
         problems.join("\n")
     );
     assert_eq!(status.code(), Some(0), "worker exit; log tail:\n{tail}");

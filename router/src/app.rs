@@ -4,8 +4,12 @@
 //! the offloaded body, when there is one). Every failure is a 5xx with a short reason and an
 //! error log line carrying the request id, so SendGrid retries instead of the callback being
 //! lost, which is what the Node Lambda this replaces did.
+//!
+//! Each answer, S3 offload and failed send is counted here, once, for `serve`'s Prometheus
+//! metrics ([`crate::telemetry`]); without an installed recorder (Lambda, tests) that is skipped.
 
 use std::sync::Arc;
+use std::time::Instant;
 use tracing::Instrument;
 
 use bytes::Bytes;
@@ -22,6 +26,7 @@ use crate::config::Config;
 use crate::request::{CallbackRequest, Reply};
 use crate::routing::{self, kind_name, Route};
 use crate::sink::{Attribute, Sink};
+use crate::telemetry;
 
 /// Request headers never copied into the envelope: credentials don't belong in a queue or a
 /// database.
@@ -58,72 +63,103 @@ impl<S: Sink> App<S> {
 
     /// Handles one HTTP callback request.
     pub async fn handle(&self, request: CallbackRequest) -> Reply {
+        let started = telemetry::enabled().then(Instant::now);
         let route = routing::route(&self.config, &request.path, request.stage.as_deref());
+        let reply = match self.accept(route, &request) {
+            Err(refused) => refused,
+            Ok((kind, queue_url)) => {
+                let body = mailroom_envelope::encode(&self.envelope(kind, &request));
+                let mut attributes = vec![
+                    Attribute::string(ATTR_KIND, kind_name(kind)),
+                    Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
+                ];
+                let span = trace_span(kind, &request);
+                // The worker continues this trace: the W3C context rides along as a message
+                // attribute.
+                if let Some(traceparent) = mailroom_otel::traceparent(&span) {
+                    attributes.push(Attribute::string(
+                        mailroom_otel::TRACEPARENT_ATTRIBUTE,
+                        traceparent,
+                    ));
+                }
+                let reply = self
+                    .deliver(kind, queue_url, body, attributes, &request.request_id)
+                    .instrument(span.clone())
+                    .await;
+                span.record("http.response.status_code", reply.status.as_u16());
+                reply
+            }
+        };
+        observe_request(route_label(route), &reply, request.body.len(), started);
+        reply
+    }
+
+    /// Answers a request `serve` refused before it had the whole body (over the size limit,
+    /// unreadable), counted like every other answer.
+    pub fn refuse_unread(&self, path: &str, reply: Reply, started: Instant) -> Reply {
+        let route = routing::route(&self.config, path, None);
+        observe_request(route_label(route), &reply, 0, Some(started));
+        reply
+    }
+
+    /// Everything decided before anything is sent: the route, method, size and credentials, and
+    /// the queue. A kind and its queue, or the refusal to answer.
+    fn accept<'a>(
+        &'a self,
+        route: Route,
+        request: &'a CallbackRequest,
+    ) -> Result<(Kind, &'a str), Reply> {
         let kind = match route {
-            Route::NotFound => return Reply::error(StatusCode::NOT_FOUND, "no such callback path"),
+            Route::NotFound => {
+                return Err(Reply::error(StatusCode::NOT_FOUND, "no such callback path"))
+            }
             Route::Health => {
-                return if request.method == Method::GET || request.method == Method::HEAD {
-                    Reply::json(StatusCode::OK, json!({ "status": "ok" }))
-                } else {
-                    Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
-                        .with_header("allow", "GET, HEAD")
-                };
+                return Err(
+                    if request.method == Method::GET || request.method == Method::HEAD {
+                        Reply::json(StatusCode::OK, json!({ "status": "ok" }))
+                    } else {
+                        Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+                            .with_header("allow", "GET, HEAD")
+                    },
+                );
             }
             Route::Callback(kind) => kind,
         };
         if request.method != Method::POST {
-            return Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
-                .with_header("allow", "POST");
+            return Err(Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
+                .with_header("allow", "POST"));
         }
         if request.body.len() > self.config.max_request_bytes {
-            return Reply::error(
+            return Err(Reply::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "request body is {} bytes, over the {} byte limit",
                     request.body.len(),
                     self.config.max_request_bytes
                 ),
-            );
+            ));
         }
-        if let Err(e) = self.authorize(kind, &request) {
+        if let Err(e) = self.authorize(kind, request) {
             tracing::warn!(request_id = %request.request_id, kind = kind_name(kind), reason = %e, "refused");
             let reply = Reply::error(e.status(), e.to_string());
-            return if e.status() == StatusCode::UNAUTHORIZED {
+            return Err(if e.status() == StatusCode::UNAUTHORIZED {
                 reply.with_header(
                     "www-authenticate",
                     "Basic realm=\"mailroom\", charset=\"UTF-8\"",
                 )
             } else {
                 reply
-            };
+            });
         }
         let Some(queue_url) = routing::queue_url(&self.config, kind, &request.stage_variables)
         else {
             tracing::error!(request_id = %request.request_id, kind = kind_name(kind), "no queue configured");
-            return Reply::error(
+            return Err(Reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("no queue configured for {}", kind_name(kind)),
-            );
-        };
-        let body = mailroom_envelope::encode(&self.envelope(kind, &request));
-        let mut attributes = vec![
-            Attribute::string(ATTR_KIND, kind_name(kind)),
-            Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
-        ];
-        let span = trace_span(kind, &request);
-        // The worker continues this trace: the W3C context rides along as a message attribute.
-        if let Some(traceparent) = mailroom_otel::traceparent(&span) {
-            attributes.push(Attribute::string(
-                mailroom_otel::TRACEPARENT_ATTRIBUTE,
-                traceparent,
             ));
-        }
-        let reply = self
-            .deliver(kind, queue_url, body, attributes, &request.request_id)
-            .instrument(span.clone())
-            .await;
-        span.record("http.response.status_code", reply.status.as_u16());
-        reply
+        };
+        Ok((kind, queue_url))
     }
 
     /// Handles a legacy mapping-template event (`{"queue_url", "body-json"}` or
@@ -135,26 +171,44 @@ impl<S: Sink> App<S> {
         if !event.contains("\"body-json\"") && !event.contains("\"body-raw\"") {
             return None;
         }
+        let started = telemetry::enabled().then(Instant::now);
         let value: serde_json::Value = serde_json::from_str(event).ok()?;
         let kind = legacy_kind(&value)?;
+        let reply = match self.legacy_queue(kind, &value, request_id) {
+            Err(refused) => refused,
+            Ok(queue_url) => {
+                let attributes = vec![Attribute::string(ATTR_KIND, kind_name(kind))];
+                self.deliver(kind, queue_url, event.to_owned(), attributes, request_id)
+                    .await
+            }
+        };
+        observe_request(kind_name(kind), &reply, event.len(), started);
+        Some(reply)
+    }
+
+    /// The queue of a legacy event: its own `queue_url` when allowed, else the kind's.
+    fn legacy_queue<'a>(
+        &'a self,
+        kind: Kind,
+        value: &'a serde_json::Value,
+        request_id: &str,
+    ) -> Result<&'a str, Reply> {
         let event_queue = value.get("queue_url").and_then(|v| v.as_str());
-        let no_vars = Default::default();
+        // Legacy events have no stage variables.
+        static NO_VARS: std::sync::LazyLock<std::collections::HashMap<String, String>> =
+            std::sync::LazyLock::new(Default::default);
         let queue_url = match event_queue {
             Some(url) if self.config.allow_event_queue_url && !url.is_empty() => Some(url),
-            _ => routing::queue_url(&self.config, kind, &no_vars),
+            _ => routing::queue_url(&self.config, kind, &NO_VARS),
         };
         let Some(queue_url) = queue_url else {
             tracing::error!(%request_id, kind = kind_name(kind), "no queue configured for legacy event");
-            return Some(Reply::error(
+            return Err(Reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("no queue configured for {}", kind_name(kind)),
             ));
         };
-        let attributes = vec![Attribute::string(ATTR_KIND, kind_name(kind))];
-        Some(
-            self.deliver(kind, queue_url, event.to_owned(), attributes, request_id)
-                .await,
-        )
+        Ok(queue_url)
     }
 
     fn authorize(&self, kind: Kind, request: &CallbackRequest) -> Result<(), AuthError> {
@@ -228,11 +282,13 @@ impl<S: Sink> App<S> {
             let key = self.object_key(kind);
             if let Err(e) = self.sink.put_object(bucket, &key, Bytes::from(body)).await {
                 tracing::error!(%request_id, kind = kind_name(kind), error = %e, "S3 offload failed");
+                count(telemetry::S3_OFFLOAD_FAILURES, kind);
                 return Reply::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "could not store the callback body; retry later",
                 );
             }
+            count(telemetry::S3_OFFLOADS, kind);
             attributes.push(Attribute::number(EXTENDED_PAYLOAD_SIZE_ATTRIBUTES[0], size));
             S3Pointer {
                 bucket: bucket.clone(),
@@ -252,6 +308,7 @@ impl<S: Sink> App<S> {
             }
             Err(e) => {
                 tracing::error!(%request_id, kind = kind_name(kind), error = %e, "SQS send failed");
+                count(telemetry::SQS_SEND_FAILURES, kind);
                 Reply::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "could not queue the callback; retry later",
@@ -269,6 +326,33 @@ impl<S: Sink> App<S> {
         } else {
             format!("{prefix}/{}/{date}/{id}", kind_name(kind))
         }
+    }
+}
+
+/// The `kind` label of a request's route: its callback kind, or `other`.
+fn route_label(route: Route) -> &'static str {
+    match route {
+        Route::Callback(kind) => kind_name(kind),
+        Route::Health | Route::NotFound => "other",
+    }
+}
+
+/// Counts one answered request (`started` is `None` when metrics are off).
+fn observe_request(kind: &'static str, reply: &Reply, bytes: usize, started: Option<Instant>) {
+    let Some(started) = started else {
+        return;
+    };
+    let status = telemetry::status_label(reply.status);
+    metrics::counter!(telemetry::REQUESTS, "kind" => kind, "status" => status).increment(1);
+    metrics::histogram!(telemetry::REQUEST_DURATION, "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(telemetry::REQUEST_BYTES, "kind" => kind).record(bytes as f64);
+}
+
+/// Increments one of the per-kind fault or offload counters (when metrics are on).
+fn count(name: &'static str, kind: Kind) {
+    if telemetry::enabled() {
+        metrics::counter!(name, "kind" => kind_name(kind)).increment(1);
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! The same core ([`App::handle`]) runs in AWS Lambda ([`lambda`]) and in a plain HTTP server
 //! for development and end-to-end tests ([`serve`]); AWS sits behind the [`Sink`] seam.
+//! `serve` can also export Prometheus metrics on a listener of their own ([`telemetry`]).
 //! See README.md for configuration and the build recipe.
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod request;
 pub mod routing;
 pub mod serve;
 pub mod sink;
+pub mod telemetry;
 
 pub use app::{App, Clock};
 pub use aws::AwsSink;

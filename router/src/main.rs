@@ -25,6 +25,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "MAILROOM_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Serve Prometheus metrics at GET /metrics on this address (its own listener, never
+        /// the callback port). Unset: no metrics.
+        #[arg(long, env = "MAILROOM_ROUTER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Run as an AWS Lambda function (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda,
@@ -40,7 +44,10 @@ async fn main() -> anyhow::Result<()> {
         std::io::IsTerminal::is_terminal(&std::io::stdout()),
     ));
     let mode = match cli.command {
-        Some(Command::Serve { listen }) => Mode::Serve(listen),
+        Some(Command::Serve {
+            listen,
+            metrics_listen,
+        }) => Mode::Serve(listen, metrics_listen),
         Some(Command::Lambda) => Mode::Lambda,
         None if in_lambda => Mode::Lambda,
         None => anyhow::bail!(
@@ -61,13 +68,13 @@ async fn main() -> anyhow::Result<()> {
     let sink = AwsSink::from_env().await;
     let app = Arc::new(App::new(config, sink));
     match mode {
-        Mode::Serve(listen) => serve(app, listen).await,
+        Mode::Serve(listen, metrics_listen) => serve(app, listen, metrics_listen).await,
         Mode::Lambda => lambda(app).await,
     }
 }
 
 enum Mode {
-    Serve(SocketAddr),
+    Serve(SocketAddr, Option<SocketAddr>),
     Lambda,
 }
 
@@ -106,17 +113,43 @@ fn init_tracing(json: bool) {
         .init();
 }
 
-async fn serve(app: Arc<App<AwsSink>>, listen: SocketAddr) -> anyhow::Result<()> {
+async fn serve(
+    app: Arc<App<AwsSink>>,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(start_metrics(addr).await?),
+        None => None,
+    };
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, "mailroom-router serving");
     mailroom_router::serve::serve(app, listener, shutdown_signal()).await?;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     tokio::task::spawn_blocking(mailroom_otel::shutdown)
         .await
         .ok();
     Ok(())
+}
+
+/// Binds the metrics listener (a taken port fails the start), installs the recorder, serves.
+async fn start_metrics(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("MAILROOM_ROUTER_METRICS_LISTEN: cannot listen on {addr}"))?;
+    let handle = mailroom_router::telemetry::install()?;
+    tracing::info!(listen = %listener.local_addr()?, "metrics at /metrics");
+    Ok(tokio::spawn(async move {
+        let never = std::future::pending::<()>();
+        if let Err(e) = mailroom_router::telemetry::serve_metrics(handle, listener, never).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    }))
 }
 
 async fn shutdown_signal() {

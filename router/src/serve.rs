@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -68,21 +69,24 @@ pub async fn handle_http<S: Sink>(
     app: &App<S>,
     request: http::Request<Incoming>,
 ) -> http::Response<Full<Bytes>> {
+    let started = Instant::now();
     let (parts, body) = request.into_parts();
     let limit = app.config().max_request_bytes;
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return to_hyper(Reply::error(
+            let reply = Reply::error(
                 http::StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is over the {limit} byte limit"),
-            ));
+            );
+            return to_hyper(app.refuse_unread(parts.uri.path(), reply, started));
         }
         Err(e) => {
-            return to_hyper(Reply::error(
+            let reply = Reply::error(
                 http::StatusCode::BAD_REQUEST,
                 format!("could not read the request body: {e}"),
-            ));
+            );
+            return to_hyper(app.refuse_unread(parts.uri.path(), reply, started));
         }
     };
     let request_id = parts
