@@ -8,13 +8,12 @@
 mod ops_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response};
 use mailroom::forward::{self, sign, ForwardConfig};
 use mailroom::store::feed::{self as store_feed};
@@ -56,80 +55,54 @@ struct App {
 
 impl App {
     async fn start(behaviour: Behaviour) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let seen = received.clone();
         let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+        let addr = serve_http(move |req: Request<Bytes>| {
+            let (seen, behaviour, count) = (seen.clone(), behaviour.clone(), count.clone());
+            async move {
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
                 };
-                let (seen, behaviour, count) = (seen.clone(), behaviour.clone(), count.clone());
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let (seen, behaviour, count) =
-                                (seen.clone(), behaviour.clone(), count.clone());
-                            async move {
-                                let header = |name: &str| {
-                                    req.headers()
-                                        .get(name)
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or_default()
-                                        .to_string()
-                                };
-                                let (key, signature, attempt) = (
-                                    header("idempotency-key"),
-                                    header("mailroom-signature"),
-                                    header("mailroom-delivery-attempt").parse().unwrap_or(0),
-                                );
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                let reply = behaviour(n, &body);
-                                // A slow answer arrives after the client gave up: not delivered,
-                                // recorded as 599 when the request arrives.
-                                let (status, retry_after, delay) = match reply {
-                                    Reply::Ok => (200, None, None),
-                                    Reply::Status(s, r) => (s, r, None),
-                                    Reply::Slow(d) => (200, None, Some(d)),
-                                };
-                                seen.lock().expect("lock").push(Received {
-                                    at: Instant::now(),
-                                    key,
-                                    signature,
-                                    attempt,
-                                    body,
-                                    status: if delay.is_some() { 599 } else { status },
-                                });
-                                if let Some(d) = delay {
-                                    tokio::time::sleep(d).await;
-                                }
-                                let mut response = Response::builder().status(status);
-                                if let Some(secs) = retry_after {
-                                    response = response.header("retry-after", secs.to_string());
-                                }
-                                Ok::<_, Infallible>(
-                                    response
-                                        .body(Full::new(Bytes::from_static(b"test app says no")))
-                                        .expect("response"),
-                                )
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                let (key, signature, attempt) = (
+                    header("idempotency-key"),
+                    header("mailroom-signature"),
+                    header("mailroom-delivery-attempt").parse().unwrap_or(0),
+                );
+                let body = req.into_body();
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // A slow answer arrives after the client gave up: not delivered, recorded as
+                // 599 when the request arrives.
+                let (status, retry_after, delay) = match behaviour(n, &body) {
+                    Reply::Ok => (200, None, None),
+                    Reply::Status(s, r) => (s, r, None),
+                    Reply::Slow(d) => (200, None, Some(d)),
+                };
+                seen.lock().expect("lock").push(Received {
+                    at: Instant::now(),
+                    key,
+                    signature,
+                    attempt,
+                    body,
+                    status: if delay.is_some() { 599 } else { status },
                 });
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                let mut response = Response::builder().status(status);
+                if let Some(secs) = retry_after {
+                    response = response.header("retry-after", secs.to_string());
+                }
+                response
+                    .body(Full::new(Bytes::from_static(b"test app says no")))
+                    .expect("response")
             }
-        });
+        })
+        .await;
         Self { addr, received }
     }
 

@@ -10,10 +10,9 @@
 mod ops_support;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use mailroom_router::{App, AwsSink, Config as RouterConfig};
 use ops_support::*;
 use serde_json::Value;
@@ -35,43 +34,19 @@ struct Span {
 }
 
 async fn start_collector(received: Arc<Mutex<Vec<Value>>>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let received = received.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let received = received.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            if path == "/v1/traces" {
-                                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                                    received.lock().expect("lock").push(v);
-                                }
-                            }
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
-                                bytes::Bytes::from_static(b"{}"),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = serve_http(move |req: hyper::Request<bytes::Bytes>| {
+        let received = received.clone();
+        async move {
+            if req.uri().path() == "/v1/traces" {
+                if let Ok(v) = serde_json::from_slice::<Value>(req.body()) {
+                    received.lock().expect("lock").push(v);
+                }
+            }
+            hyper::Response::new(Full::new(bytes::Bytes::from_static(b"{}")))
         }
-    });
-    port
+    })
+    .await;
+    addr.port()
 }
 
 fn text(v: &Value) -> String {

@@ -142,7 +142,7 @@ async fn deliver_pages(
         Stream::Events => config.batch_size as usize,
         Stream::InboundEmails => 1,
     };
-    let page_rows = per_delivery * config.concurrency as usize;
+    let page_rows = per_delivery * deliveries_per_page(config, per_delivery);
     while !stop.is_cancelled() {
         feed::still_leading(lock).await?;
         let rows = {
@@ -234,6 +234,21 @@ async fn deliver_pages(
     Ok(())
 }
 
+/// Most rows one page holds.
+const MAX_PAGE_ROWS: usize = 5_000;
+
+/// Deliveries per page: at least `concurrency`, and about two seconds of them at the configured
+/// rate, so the read and the ack between pages (a few milliseconds, more on a loaded machine)
+/// are a small part of each page's time. With one page per `concurrency` deliveries, that gap
+/// came every few requests and, the bucket holding only `burst` tokens, the pace fell to 60% of
+/// the rate on a busy 2-core machine.
+fn deliveries_per_page(config: &ForwardConfig, per_delivery: usize) -> usize {
+    let concurrency = config.concurrency as usize;
+    let two_seconds = (config.rate_per_second * 2.0).ceil().min(1e6) as usize;
+    let by_rows = (MAX_PAGE_ROWS / per_delivery.max(1)).max(1);
+    two_seconds.clamp(concurrency, concurrency.max(by_rows))
+}
+
 /// The request body for `rows`: events as a JSON array of SendGrid's objects, an email as its
 /// object.
 fn delivery(name: &str, stream: Stream, rows: &[FeedRow]) -> Delivery {
@@ -259,5 +274,45 @@ fn delivery(name: &str, stream: Stream, rows: &[FeedRow]) -> Delivery {
         key: format!("{name}:{first}-{last}"),
         body: Bytes::from(body),
         rows: rows.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rate: f64, concurrency: u32, batch: u32) -> ForwardConfig {
+        toml::from_str(&format!(
+            "name = \"t\"\nurl = \"http://x/\"\nrate_per_second = {rate}\nconcurrency = {concurrency}\n\
+             batch_size = {batch}\nsigning_secrets = [\"k\"]"
+        ))
+        .expect("config")
+    }
+
+    /// Regression: a page of only `concurrency` deliveries left a read-and-ack gap every few
+    /// requests, and the pace fell well below the configured rate.
+    #[test]
+    fn a_page_holds_about_two_seconds_of_deliveries_within_bounds() {
+        assert_eq!(deliveries_per_page(&config(20.0, 4, 1), 1), 40);
+        assert_eq!(
+            deliveries_per_page(&config(1.0, 4, 1), 1),
+            4,
+            "at least concurrency"
+        );
+        assert_eq!(
+            deliveries_per_page(&config(1e9, 4, 1), 1),
+            MAX_PAGE_ROWS,
+            "at most MAX_PAGE_ROWS rows"
+        );
+        assert_eq!(
+            deliveries_per_page(&config(50.0, 8, 500), 500),
+            10,
+            "500-event batches: 5,000 rows"
+        );
+        assert_eq!(
+            deliveries_per_page(&config(50.0, 16, 1000), 1000),
+            16,
+            "never below concurrency, even past the row cap"
+        );
     }
 }

@@ -12,6 +12,10 @@ mod support;
 #[allow(unused_imports)] // each test crate uses a different part
 pub use support::*;
 
+mod http;
+#[allow(unused_imports)] // the tests that play an application or a collector
+pub use http::serve_http;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
