@@ -486,3 +486,62 @@ async fn a_reader_racing_concurrent_writers_sees_every_committed_row_once(pool: 
         committed.len()
     );
 }
+
+/// `notify_feed = true`: one notification per batch that stored something new, per stream, not
+/// per row; a batch of redeliveries sends none.
+#[sqlx::test(migrations = "./migrations")]
+async fn notify_feed_sends_one_notification_per_batch_not_per_row(pool: PgPool) {
+    let _serial = serial().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .expect("listener");
+    listener.listen("mailroom_feed").await.expect("listen");
+    let config = mailroom::handlers::SendgridHandlerConfig {
+        notify_feed: true,
+        ..Default::default()
+    };
+    let handler =
+        mailroom::handlers::SendgridHandler::new(mailroom::Store::from_pool(pool.clone()), config)
+            .expect("handler");
+    assert!(handler
+        .hook_names()
+        .contains(&mailroom::handlers::sendgrid::FEED_NOTIFY_HOOK));
+    let body = |prefix: &str| {
+        let events: Vec<serde_json::Value> = (0..25)
+            .map(|i| serde_json::json!({"event": "delivered", "sg_event_id": format!("{prefix}-{i}"), "email": "n@example.com"}))
+            .collect();
+        serde_json::to_vec(&events).expect("json")
+    };
+    let jobs = [
+        events_job("m-1", body("one")),
+        events_job("m-2", body("two")),
+        inbound_job("m-3", fixture("inbound_parsed.multipart")),
+    ];
+    let outcomes = handler.handle(&jobs).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, mailroom::handler::Outcome::Done)),
+        "{outcomes:?}"
+    );
+    let mut got = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+        got.push(n.payload().to_string());
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["events", "inbound_emails"],
+        "50 events and an email in one batch: one notification per stream"
+    );
+    // Redelivered: nothing new, no hook call, no notification.
+    let outcomes = handler.handle(&jobs).await;
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, mailroom::handler::Outcome::Done)));
+    let again = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    assert!(
+        again.is_err(),
+        "no notification for a batch of redeliveries: {again:?}"
+    );
+}

@@ -231,6 +231,17 @@ pub async fn ack(
         .map_err(StoreError::query("acknowledging a feed position"))
 }
 
+/// Queue the feed's wake-up notification for `stream` on `conn`'s transaction (sent at commit;
+/// identical ones in one transaction are folded into one).
+pub async fn notify(conn: &mut PgConnection, stream: Stream) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify('mailroom_feed', $1)")
+        .bind(stream.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::query("notifying feed readers"))?;
+    Ok(())
+}
+
 /// Try to become the one process that runs forwarder `name`: a session advisory lock on `conn`,
 /// held for as long as that connection lives (a standby process keeps trying). Session locks
 /// take no transaction id, so holding one does not hold the feed's horizon back.

@@ -18,9 +18,11 @@
 //!   The built-in ones (`status.rs`: each message's status and the suppression list, on unless
 //!   the config turns them off) run first, then the application's, in registration order.
 
+mod feed_notify;
 mod hook;
 mod status;
 
+pub use feed_notify::{FeedNotifyHook, FEED_NOTIFY_HOOK};
 pub use hook::{HookError, NewEmail, NewEvent, SendgridHook, StoredBatch};
 pub use status::{MessageStatusHook, SuppressionsHook, MESSAGE_STATUS_HOOK, SUPPRESSIONS_HOOK};
 
@@ -64,6 +66,10 @@ pub struct SendgridHandlerConfig {
     /// unsubscribes; read with `mailroom_may_send`) in every batch's transaction. On by default.
     #[serde(default = "on")]
     pub suppressions: bool,
+    /// One `pg_notify('mailroom_feed', 'events' | 'inbound_emails')` per batch transaction that
+    /// stored something new, for feed readers that `LISTEN` (docs/feed.md). Off by default.
+    #[serde(default)]
+    pub notify_feed: bool,
 }
 
 fn on() -> bool {
@@ -77,6 +83,7 @@ impl Default for SendgridHandlerConfig {
             event_webhook_public_key: None,
             message_status: true,
             suppressions: true,
+            notify_feed: false,
         }
     }
 }
@@ -135,6 +142,9 @@ impl SendgridHandler {
         }
         if config.suppressions {
             hooks.push(Arc::new(SuppressionsHook));
+        }
+        if config.notify_feed {
+            hooks.push(Arc::new(FeedNotifyHook));
         }
         Ok(Self {
             store,

@@ -34,7 +34,7 @@ fn has_text(s: Option<&str>) -> bool {
 
 /// A failed statement of a built-in hook: a database fault is transient, anything else (a bug
 /// of ours, not bad SendGrid data) a counted retry.
-fn hook_error(e: StoreError) -> HookError {
+pub(super) fn hook_error(e: StoreError) -> HookError {
     match e.class() {
         ErrorClass::Transient => HookError::transient(e.to_string()),
         ErrorClass::Data | ErrorClass::Other => HookError::retry(e.to_string()),
