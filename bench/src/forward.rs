@@ -134,6 +134,8 @@ pub async fn forwarder(
     let requests = counts.requests.load(Ordering::Relaxed);
     let bytes = counts.bytes.load(Ordering::Relaxed);
     Ok(Row {
+        pg_cpu_s: None,
+        sqs_cpu_s: None,
         name: format!("forwarder (batch {batch_size}, concurrency {concurrency})"),
         msgs_per_s: requests as f64 / secs,
         events_per_s: events as f64 / secs,

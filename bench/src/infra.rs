@@ -414,6 +414,38 @@ pub fn tree(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
+/// CPU seconds used so far by every process named `postgres` (the server and its backends)
+/// and every process named `rustack` (the SQS-compatible server): read before and after a run,
+/// their difference is what the run cost the services it leans on.
+pub fn service_cpu() -> (f64, f64) {
+    let (mut pg, mut sqs) = (0.0, 0.0);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return (0.0, 0.0);
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        let cpu = cpu_secs(pid);
+        if !cpu.is_finite() {
+            continue;
+        }
+        match comm.trim() {
+            "postgres" => pg += cpu,
+            "rustack" => sqs += cpu,
+            _ => {}
+        }
+    }
+    (pg, sqs)
+}
+
 /// SIGTERM, then wait up to `secs`, then SIGKILL.
 pub fn stop(child: &mut Child, secs: u64) {
     let _ = Command::new("kill")

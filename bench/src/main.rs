@@ -8,6 +8,9 @@
 //! mailroom-bench --endpoint URL --database-url URL --mailroom target/release/mailroom \
 //!     [--messages N] [--peers DIR] [--work DIR]
 //!     [--only ideal,worker,peers,scaling,memory,pg,forward]   (peers = node,celery)
+//!
+//! BENCH_REPEAT=N runs the ideal client, the worker and the peers N times each, alternating, and
+//! prints each one's median; every row shows the CPU seconds Postgres and the SQS server spent.
 //! ```
 
 mod data;
@@ -75,6 +78,53 @@ struct Row {
     cpu_per_1k: Option<f64>,
     rss_mib: Option<f64>,
     note: String,
+    /// CPU seconds Postgres and the SQS server spent during the run (all their processes).
+    pg_cpu_s: Option<f64>,
+    sqs_cpu_s: Option<f64>,
+}
+
+/// Run `run`, recording what it cost Postgres and the SQS server.
+async fn measured(run: impl std::future::Future<Output = Result<Row>>) -> Result<Row> {
+    let (pg0, sqs0) = infra::service_cpu();
+    let mut row = run.await?;
+    let (pg1, sqs1) = infra::service_cpu();
+    row.pg_cpu_s = Some(pg1 - pg0);
+    row.sqs_cpu_s = Some(sqs1 - sqs0);
+    Ok(row)
+}
+
+/// The median run of each name (by msgs/s), its note saying of how many and their range.
+fn medians(rows: &[Row]) -> Vec<Row> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let mut runs: Vec<&Row> = rows.iter().filter(|r| r.name == name).collect();
+            runs.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+            let mid = runs[runs.len() / 2].clone();
+            if runs.len() == 1 {
+                return mid;
+            }
+            let rates: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0}", r.msgs_per_s))
+                .collect();
+            Row {
+                note: format!(
+                    "median of {} runs (msgs/s {}); median run: {}",
+                    runs.len(),
+                    rates.join(", "),
+                    mid.note
+                ),
+                ..mid
+            }
+        })
+        .collect()
 }
 
 fn progress(r: &Row) {
@@ -85,16 +135,18 @@ fn progress(r: &Row) {
 }
 
 fn print_table(rows: &[Row]) {
-    println!("| run | msgs/s | events/s | CPU s / 1k msgs | peak RSS MiB | notes |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!("| run | msgs/s | events/s | CPU s / 1k msgs | Postgres CPU s | SQS server CPU s | peak RSS MiB | notes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or("-".into());
         println!(
-            "| {} | {:.0} | {:.0} | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             r.name,
             r.msgs_per_s,
             r.events_per_s,
             opt(r.cpu_per_1k, 3),
+            opt(r.pg_cpu_s, 1),
+            opt(r.sqs_cpu_s, 1),
             opt(r.rss_mib, 1),
             r.note
         );
@@ -145,45 +197,68 @@ async fn main() -> Result<()> {
     let mut ideal = None;
     let mut worker = None;
 
-    if want("ideal") {
-        let r = ideal_client(&env, &run, &msgs).await?;
-        ideal = Some(r.msgs_per_s);
-        progress(&r);
-        rows.push(r);
-    }
-    if want("worker") {
-        let r = workers(&env, &format!("{run}w"), &msgs, &tuning, 1).await?;
-        worker = Some(r.msgs_per_s);
-        progress(&r);
-        rows.push(r);
-    }
-    if want("peers") || want("node") || want("celery") {
-        if let Some(dir) = &a.peers {
-            if want("peers") || want("node") {
-                match node_peer(&env, &format!("{run}n"), &msgs, dir).await {
-                    Ok(r) => {
-                        progress(&r);
-                        rows.push(r)
-                    }
-                    Err(e) => eprintln!("sqs-consumer peer failed: {e:#}"),
-                }
-            }
-            if want("peers") || want("celery") {
-                match celery_peer(&env, &format!("{run}c"), &msgs, dir).await {
-                    Ok(r) => {
-                        progress(&r);
-                        rows.push(r)
-                    }
-                    Err(e) => eprintln!("celery peer failed: {e:#}"),
-                }
-            }
-        } else {
-            eprintln!("no --peers dir: peers skipped");
+    // BENCH_REPEAT=N: the ideal client, the worker and the peers N times each, alternating, and
+    // the median of each printed (on a shared 2-core machine identical runs drift 20-30% over
+    // minutes: one run per row cannot support a ratio).
+    let repeat = var("BENCH_REPEAT").unwrap_or(1).max(1);
+    let mut repeated = Vec::new();
+    for rep in 0..repeat {
+        if repeat > 1 {
+            eprintln!("round {} of {repeat}", rep + 1);
         }
+        if want("ideal") {
+            let r = measured(ideal_client(&env, &format!("{run}r{rep}"), &msgs)).await?;
+            progress(&r);
+            repeated.push(r);
+        }
+        if want("worker") {
+            let r = measured(workers(&env, &format!("{run}r{rep}w"), &msgs, &tuning, 1)).await?;
+            progress(&r);
+            repeated.push(r);
+        }
+        if want("peers") || want("node") || want("celery") {
+            if let Some(dir) = &a.peers {
+                if want("peers") || want("node") {
+                    match measured(node_peer(&env, &format!("{run}r{rep}n"), &msgs, dir)).await {
+                        Ok(r) => {
+                            progress(&r);
+                            repeated.push(r)
+                        }
+                        Err(e) => eprintln!("sqs-consumer peer failed: {e:#}"),
+                    }
+                }
+                if want("peers") || want("celery") {
+                    match measured(celery_peer(&env, &format!("{run}r{rep}c"), &msgs, dir)).await {
+                        Ok(r) => {
+                            progress(&r);
+                            repeated.push(r)
+                        }
+                        Err(e) => eprintln!("celery peer failed: {e:#}"),
+                    }
+                }
+            } else if rep == 0 {
+                eprintln!("no --peers dir: peers skipped");
+            }
+        }
+    }
+    for r in medians(&repeated) {
+        if r.name.starts_with("ideal") {
+            ideal = Some(r.msgs_per_s);
+        } else if r.name.starts_with("mailroom worker") {
+            worker = Some(r.msgs_per_s);
+        }
+        rows.push(r);
     }
     if want("scaling") {
         for procs in [1usize, 2, 4] {
-            let r = workers(&env, &format!("{run}s{procs}"), &msgs, &tuning, procs).await?;
+            let r = measured(workers(
+                &env,
+                &format!("{run}s{procs}"),
+                &msgs,
+                &tuning,
+                procs,
+            ))
+            .await?;
             progress(&r);
             rows.push(r);
         }
@@ -197,14 +272,21 @@ async fn main() -> Result<()> {
         // Batches of 500 (the throughput case) and single-event deliveries (the per-request
         // cost), on the events of this run's size.
         for (batch, events) in [(500u32, t.events), (1u32, (t.events / 10).max(1_000))] {
-            let r = forward::forwarder(&env, &format!("{run}f{batch}"), events, batch, 8).await?;
+            let r = measured(forward::forwarder(
+                &env,
+                &format!("{run}f{batch}"),
+                events,
+                batch,
+                8,
+            ))
+            .await?;
             progress(&r);
             rows.push(r);
         }
     }
     if want("pg") {
         for conns in [1usize, 4] {
-            let r = pg_ceiling(&env, &format!("{run}p{conns}"), &msgs, conns).await?;
+            let r = measured(pg_ceiling(&env, &format!("{run}p{conns}"), &msgs, conns)).await?;
             progress(&r);
             rows.push(r);
         }
@@ -301,6 +383,8 @@ async fn ideal_client(env: &Env, run: &str, msgs: &[data::Message]) -> Result<Ro
     let secs = elapsed.as_secs_f64();
     let events: usize = msgs.iter().map(|m| m.events).sum();
     Ok(Row {
+        pg_cpu_s: None,
+        sqs_cpu_s: None,
         name: "ideal client (receive 10 + delete batch, 8 loops, no work)".into(),
         msgs_per_s: n as f64 / secs,
         events_per_s: events as f64 / secs,
@@ -356,6 +440,8 @@ async fn workers(
         format!("scaling: {procs} worker process(es)")
     };
     Ok(Row {
+        pg_cpu_s: None,
+        sqs_cpu_s: None,
         name,
         msgs_per_s: t.messages as f64 / secs,
         events_per_s: t.events as f64 / secs,
@@ -412,6 +498,8 @@ async fn peer_run(
     let per_message = t.events as f64 / (t.messages - t.inbound).max(1) as f64;
     let messages = inbound as f64 + events as f64 / per_message;
     Ok(Row {
+        pg_cpu_s: None,
+        sqs_cpu_s: None,
         name: name.into(),
         msgs_per_s: messages / secs,
         events_per_s: events as f64 / secs,
@@ -592,6 +680,8 @@ async fn offloaded(env: &Env, run: &str, n: usize) -> Result<Row> {
     let secs = waited?.as_secs_f64();
     env.drop_database(run).await;
     Ok(Row {
+        pg_cpu_s: None,
+        sqs_cpu_s: None,
         name: "memory: 1 MiB inbound emails via S3 pointers (concurrency 8)".into(),
         msgs_per_s: n as f64 / secs,
         events_per_s: 0.0,
@@ -661,6 +751,8 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
     pool.close().await;
     env.drop_database(run).await;
     Ok(Row {
+        pg_cpu_s: None,
+        sqs_cpu_s: None,
         name: format!("Postgres ceiling: store insert_events, {conns} connection(s)"),
         msgs_per_s: parsed.len() as f64 / secs,
         events_per_s: total as f64 / secs,
