@@ -372,6 +372,20 @@ pub fn cpu_secs(pid: u32) -> f64 {
     ticks / clock_ticks()
 }
 
+/// [`cpu_secs`] plus the CPU of the children it has reaped (cutime and cstime, fields 16 and
+/// 17): for Postgres's postmaster, the backends of connections that closed during the run.
+fn cpu_secs_with_reaped(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = (11..=14)
+        .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum();
+    ticks / clock_ticks()
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -414,9 +428,10 @@ pub fn tree(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
-/// CPU seconds used so far by every process named `postgres` (the server and its backends)
-/// and every process named `rustack` (the SQS-compatible server): read before and after a run,
-/// their difference is what the run cost the services it leans on.
+/// CPU seconds used so far by every process named `postgres` (the server and its backends,
+/// including those that exited: the postmaster reaps them) and every process named `rustack`
+/// (the SQS-compatible server): read before and after a run, their difference is what the run
+/// cost the services it leans on.
 pub fn service_cpu() -> (f64, f64) {
     let (mut pg, mut sqs) = (0.0, 0.0);
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -433,14 +448,14 @@ pub fn service_cpu() -> (f64, f64) {
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
             continue;
         };
-        let cpu = cpu_secs(pid);
-        if !cpu.is_finite() {
-            continue;
-        }
-        match comm.trim() {
-            "postgres" => pg += cpu,
-            "rustack" => sqs += cpu,
-            _ => {}
+        let total = match comm.trim() {
+            "postgres" => &mut pg,
+            "rustack" => &mut sqs,
+            _ => continue,
+        };
+        let cpu = cpu_secs_with_reaped(pid);
+        if cpu.is_finite() {
+            *total += cpu;
         }
     }
     (pg, sqs)
