@@ -43,6 +43,7 @@ log "queues: $EVENTS_URL, $INBOUND_URL; bucket mailroom-large-bodies"
 # The application behind the forwarder.
 export MAILROOM_FORWARD_SECRET="demo-secret-$(date +%s)"
 APP_PORT=$(free_port)
+STATUS_PORT=$(free_port)
 : >"$STACK_DIR/app.log"
 python3 examples/forward-receiver/receiver.py "$APP_PORT" "$STACK_DIR/app.log" &
 STARTED_PIDS+=($!)
@@ -59,6 +60,9 @@ endpoint_url = "$AWS_ENDPOINT_URL"
 region = "$AWS_REGION"
 [s3]
 buckets = ["mailroom-large-bodies"]
+# /metrics, /health, /ready and the status page (docs/operations.md).
+[telemetry]
+listen = "127.0.0.1:$STATUS_PORT"
 [[queue]]
 name = "mailroom-events"
 url = "$EVENTS_URL"
@@ -180,6 +184,22 @@ print(f"{len(lines)} requests, all signed: {sum(1 for l in lines if l['what'] ==
 for l in lines[:4]:
     print(f"  {l['what']:<10} attempt {l['attempt']}  key {l['key']}  events {l['events']}")
 PY
+
+echo; echo "== the worker's status page: http://127.0.0.1:$STATUS_PORT/ (also /status.json and /metrics; scripts/demo.sh --stay keeps it up)"
+if curl -sf -o "$STACK_DIR/status.json" "http://127.0.0.1:$STATUS_PORT/status.json"; then
+  python3 - "$STACK_DIR/status.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"phase {s['phase']}, up {s['uptime_secs']} s")
+for q in s["queues"]:
+    print(f"  queue {q['name']:<18} received {q['received']:>5}  handled {q['handled']}  dead-lettered {q['dead_lettered']}")
+for f in s["forwarders"]:
+    print(f"  forwarder {f['name']}: delivered {f['delivered']}, slowed {f['slowed']}, retried {f['retried']}")
+print(f"  recent dead letters: {len(s['dead_letters']['rows'])}")
+PY
+else
+  log "status page not reachable (see .stack/worker.log)"
+fi
 
 if [ -n "$STAY" ]; then
   log "stack running; DATABASE_URL=$DATABASE_URL, router $ROUTER. Ctrl-C to stop."

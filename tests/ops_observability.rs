@@ -361,25 +361,21 @@ fn source_contains(dir: &Path, needle: &str) -> bool {
     })
 }
 
-/// The value of the sample `name{labels}` (labels in any order) in a Prometheus text scrape.
+/// The value of the sample `name{labels}` (labels in any order) in a Prometheus text scrape,
+/// parsed as the status page parses it.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let want: BTreeMap<&str, &str> = labels.iter().copied().collect();
-    text.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (series_name, label_text) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.strip_suffix('}')?),
-            None => (series, ""),
-        };
-        if series_name != name {
-            return None;
-        }
-        let got: BTreeMap<&str, &str> = label_text
-            .split(',')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        (got == want).then(|| value.parse().ok()).flatten()
-    })
+    mailroom::telemetry::parse_samples(text)
+        .into_iter()
+        .find(|s| {
+            s.name == name
+                && s.labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect::<BTreeMap<_, _>>()
+                    == want
+        })
+        .map(|s| s.value)
 }
 
 /// One HTTP/1.1 request (`Connection: close`) to `addr`; the status. Bounded by 30 s.

@@ -361,39 +361,46 @@ pub async fn wait_stored_partial(
 
 /// CPU seconds (user + system) of a live process, from /proc/<pid>/stat.
 pub fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / clock_ticks()
+    stat_cpu_secs(pid, false)
 }
 
-/// [`cpu_secs`] plus the CPU of the children it has reaped (cutime and cstime, fields 16 and
-/// 17): for Postgres's postmaster, the backends of connections that closed during the run.
+/// [`cpu_secs`] plus the CPU of the children it has reaped: for Postgres's postmaster, the
+/// backends of connections that closed during the run.
 fn cpu_secs_with_reaped(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = (11..=14)
-        .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        .sum();
-    ticks / clock_ticks()
+    stat_cpu_secs(pid, true)
 }
 
+fn stat_cpu_secs(pid: u32, with_reaped: bool) -> f64 {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_ticks(&stat, with_reaped) / clock_ticks(),
+        Err(_) => f64::NAN,
+    }
+}
+
+/// Clock ticks in a /proc/<pid>/stat line: utime + stime (fields 14 and 15), plus cutime +
+/// cstime (16 and 17, the reaped children's) when `with_reaped`. Fields are counted after the
+/// parenthesised command name, which may hold spaces.
+fn stat_ticks(stat: &str, with_reaped: bool) -> f64 {
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let last = if with_reaped { 14 } else { 12 };
+    (11..=last)
+        .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum()
+}
+
+/// `getconf CLK_TCK`, asked once (the service CPU reads every Postgres process).
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Peak RSS (VmHWM) in KiB of a live process.
@@ -497,4 +504,21 @@ pub fn busy_percent(before: (u64, u64), after: (u64, u64)) -> f64 {
     let busy = after.0.saturating_sub(before.0) as f64;
     let total = after.1.saturating_sub(before.1).max(1) as f64;
     busy / total * 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat_ticks;
+
+    /// Regression: the bench read only utime + stime, so Postgres backends that exited during a
+    /// run (their CPU then sits in the postmaster's cutime and cstime) were not counted, and a
+    /// worker run showed 0.1 s of Postgres CPU.
+    #[test]
+    fn exited_postgres_backends_were_not_counted() {
+        // pid (comm) state ppid ... utime=7 stime=3 cutime=500 cstime=40 ...
+        let stat =
+            "1234 (postgres: main) S 1 1234 1234 0 -1 4194560 100 2000 0 0 7 3 500 40 20 0 1";
+        assert_eq!(stat_ticks(stat, false), 10.0);
+        assert_eq!(stat_ticks(stat, true), 550.0);
+    }
 }

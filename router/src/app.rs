@@ -76,7 +76,10 @@ impl<S: Sink> App<S> {
                 let span = trace_span(kind, &request);
                 // The worker continues this trace: the W3C context rides along as a message
                 // attribute.
-                if let Some(traceparent) = mailroom_otel::traceparent(&span) {
+                if let Some(traceparent) = (!span.is_disabled())
+                    .then(|| mailroom_otel::traceparent(&span))
+                    .flatten()
+                {
                     attributes.push(Attribute::string(
                         mailroom_otel::TRACEPARENT_ATTRIBUTE,
                         traceparent,

@@ -113,7 +113,6 @@ async fn lead_and_deliver(
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     let config = &shared.config;
-    feed::subscribe(store.pool(), &config.name, config.stream(), config.start()).await?;
     let mut lock = store
         .pool()
         .acquire()
@@ -123,8 +122,15 @@ async fn lead_and_deliver(
         tracing::debug!(forwarder = %config.name, "another process delivers for this forwarder; standing by");
         return Ok(());
     }
-    tracing::info!(forwarder = %config.name, url = %config.url, "forwarder delivering");
-    let result = deliver_pages(store, shared, &mut lock, stop).await;
+    // The leader makes sure its consumer exists, once per lead; standbys touch nothing.
+    let result =
+        match feed::subscribe(store.pool(), &config.name, config.stream(), config.start()).await {
+            Ok(()) => {
+                tracing::info!(forwarder = %config.name, url = %config.url, "forwarder delivering");
+                deliver_pages(store, shared, &mut lock, stop).await
+            }
+            Err(e) => Err(e),
+        };
     // The lock goes with the connection; do not return it to the pool still held.
     let _ = sqlx::Connection::close(lock.detach()).await;
     result
@@ -292,7 +298,7 @@ mod tests {
     /// Regression: a page of only `concurrency` deliveries left a read-and-ack gap every few
     /// requests, and the pace fell well below the configured rate.
     #[test]
-    fn a_page_holds_about_two_seconds_of_deliveries_within_bounds() {
+    fn pages_of_only_concurrency_deliveries_starved_the_pace() {
         assert_eq!(deliveries_per_page(&config(20.0, 4, 1), 1), 40);
         assert_eq!(
             deliveries_per_page(&config(1.0, 4, 1), 1),

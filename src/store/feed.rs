@@ -280,39 +280,45 @@ pub struct ConsumerStatus {
 /// `pending` counts at most this many rows, so status stays cheap for a consumer far behind.
 pub const PENDING_COUNT_CAP: i64 = 100_000;
 
-/// Every consumer (or only `name`), by name.
-pub async fn status(pool: &PgPool, name: Option<&str>) -> Result<Vec<ConsumerStatus>, StoreError> {
-    let rows = sqlx::query(
+/// The first [`PENDING_COUNT_CAP`] readable rows after consumer `c`'s position in `table`, when `c`
+/// reads `stream` (no rows otherwise).
+fn pending_page(table: &str, stream: Stream) -> String {
+    format!(
+        "(SELECT t.stored_at FROM {table} t
+          WHERE c.stream = '{stream}'
+            AND (t.feed_xid, t.id) > (c.position_xid, c.position_id)
+            AND t.feed_xid < mailroom_feed_horizon()
+          ORDER BY t.feed_xid, t.id LIMIT $2)",
+        stream = stream.as_str()
+    )
+}
+
+/// [`status`]'s statement: each consumer with the count and age of what waits for it, from the
+/// one table its stream reads.
+static STATUS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "SELECT c.name, c.stream, c.position_xid::text, c.position_id, c.acked_rows, c.acked_at,
-                CASE c.stream WHEN 'events' THEN ev.pending ELSE em.pending END,
-                CASE c.stream WHEN 'events' THEN ev.oldest ELSE em.oldest END
+                p.pending, p.oldest
          FROM mailroom_feed_consumers c
          CROSS JOIN LATERAL (
-             SELECT count(*) AS pending, min(stored_at) AS oldest FROM (
-                 SELECT e.stored_at FROM mailroom_events e
-                 WHERE c.stream = 'events'
-                   AND (e.feed_xid, e.id) > (c.position_xid, c.position_id)
-                   AND e.feed_xid < mailroom_feed_horizon()
-                 ORDER BY e.feed_xid, e.id LIMIT $2
-             ) page
-         ) ev
-         CROSS JOIN LATERAL (
-             SELECT count(*) AS pending, min(stored_at) AS oldest FROM (
-                 SELECT m.stored_at FROM mailroom_inbound_emails m
-                 WHERE c.stream = 'inbound_emails'
-                   AND (m.feed_xid, m.id) > (c.position_xid, c.position_id)
-                   AND m.feed_xid < mailroom_feed_horizon()
-                 ORDER BY m.feed_xid, m.id LIMIT $2
-             ) page
-         ) em
+             SELECT count(*) AS pending, min(stored_at) AS oldest
+             FROM ({} UNION ALL {}) page
+         ) p
          WHERE $1::text IS NULL OR c.name = $1
          ORDER BY c.name",
+        pending_page("mailroom_events", Stream::Events),
+        pending_page("mailroom_inbound_emails", Stream::InboundEmails),
     )
-    .bind(name)
-    .bind(PENDING_COUNT_CAP)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query("reading feed consumers"))?;
+});
+
+/// Every consumer (or only `name`), by name.
+pub async fn status(pool: &PgPool, name: Option<&str>) -> Result<Vec<ConsumerStatus>, StoreError> {
+    let rows = sqlx::query(&STATUS_SQL)
+        .bind(name)
+        .bind(PENDING_COUNT_CAP)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("reading feed consumers"))?;
     rows.iter()
         .map(|row| {
             let stream: String = row.try_get(1)?;

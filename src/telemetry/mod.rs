@@ -24,7 +24,9 @@ pub use health::{Health, Phase, Probe, READY_CACHE};
 pub use recent::{recent_errors, LogEntry, RecentErrorsLayer, RECENT_ERRORS};
 pub use recorder::{install_recorder, RecorderError};
 pub use server::{serve, ServerError};
-pub use status::{Snapshot, StatusSource, DEAD_LETTERS_SHOWN, PG_CACHE, PG_TIMEOUT};
+pub use status::{
+    parse_samples, Sample, Snapshot, StatusSource, DEAD_LETTERS_SHOWN, PG_CACHE, PG_TIMEOUT,
+};
 pub use status_html::{escape as escape_html, render as render_status_page};
 pub use store_errors::{count_postgres_error, CountingDeadLetters};
 pub use zeroes::register_zeroes;
