@@ -70,6 +70,7 @@ fn job(id: &str, kind: Kind, content_type: &str, body: Vec<u8>) -> Job {
                 path: "/sendgrid".into(),
                 stage: None,
                 request_id: None,
+                webhook: None,
             }),
             headers: vec![("content-type".into(), content_type.into())],
             content_type: Some(content_type.into()),

@@ -34,6 +34,7 @@ fn router_body(kind: Kind, content_type: &str, body: Vec<u8>) -> String {
             path: "/sendgrid".into(),
             stage: Some("prod".into()),
             request_id: None,
+            webhook: None,
         }),
         headers: vec![("content-type".into(), content_type.into())],
         content_type: Some(content_type.into()),

@@ -173,6 +173,7 @@ pub fn envelope(
             },
             stage: Some("prod".into()),
             request_id: Some(format!("{:032x}", rand::random::<u128>())),
+            webhook: None,
         }),
         headers,
         content_type: Some(content_type.into()),

@@ -97,6 +97,12 @@ pub struct Source {
     /// API Gateway / Lambda request id, for tracing a message back to the edge logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The configured name of the webhook (or inbound parse setting) whose route received the
+    /// request (`/sendgrid/events/{name}`); absent on the unnamed default routes. SendGrid's
+    /// payload does not say which of an account's webhooks sent it, so the URL does, and the
+    /// worker stores this as each row's `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// One SendGrid callback as the worker sees it, whatever shape it arrived in.

@@ -44,6 +44,7 @@ fn router_v1_events() {
             path: "/sendgrid/events".into(),
             stage: Some("prod".into()),
             request_id: Some("req-123".into()),
+            webhook: None,
         })
     );
     assert_eq!(
@@ -240,6 +241,7 @@ fn round_trip() {
             path: "/sendgrid/inbound".into(),
             stage: None,
             request_id: Some("r-1".into()),
+            webhook: None,
         }),
         headers: vec![
             (

@@ -247,6 +247,7 @@ impl<S: Sink> App<S> {
                 path: request.path.clone(),
                 stage: request.stage.clone(),
                 request_id: Some(request.request_id.clone()),
+                webhook: None,
             }),
             headers: request
                 .headers

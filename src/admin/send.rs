@@ -42,6 +42,7 @@ pub fn envelope(kind: KindArg, body: Vec<u8>, content_type: Option<String>) -> E
             path: path.into(),
             stage: None,
             request_id: Some(format!("mailroom-send-{}", std::process::id())),
+            webhook: None,
         }),
         headers,
         content_type,

@@ -138,6 +138,7 @@ pub fn envelope(kind: Kind, content_type: &str, body: &[u8]) -> String {
             path: path.into(),
             stage: None,
             request_id: Some("test".into()),
+            webhook: None,
         }),
         headers: vec![("content-type".into(), content_type.into())],
         content_type: Some(content_type.into()),

@@ -58,6 +58,7 @@ pub fn envelope(
             path: path.into(),
             stage: Some("prod".into()),
             request_id: Some("req-1".into()),
+            webhook: None,
         }),
         headers: all,
         content_type: Some(content_type.to_string()),
