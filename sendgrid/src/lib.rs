@@ -26,7 +26,7 @@ pub mod signature;
 
 pub use events::{parse_events, EventsError};
 pub use inbound::{parse_inbound, InboundError};
-pub use signature::{check_timestamp, verify_signature, PublicKey, SignatureError};
+pub use signature::{check_timestamp, verify_signature, PublicKey, SignatureError, SignedDigest};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";

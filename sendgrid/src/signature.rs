@@ -8,9 +8,11 @@
 //! [`check_timestamp`] bounds replay of a captured request.
 
 use base64::Engine;
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
+use sha2::Digest;
 use thiserror::Error;
 
 /// Why a signed webhook was refused.
@@ -71,6 +73,50 @@ impl PublicKey {
         self.key
             .verify(&signed, &signature)
             .map_err(|_| SignatureError::Mismatch)
+    }
+
+    /// Checks `signature_b64` against the digest of the signed bytes, computed by a
+    /// [`SignedDigest`] as they arrived: the same check as [`PublicKey::verify`] (ECDSA over
+    /// SHA-256 of timestamp then body) for a body too large to hold in memory.
+    pub fn verify_digest(
+        &self,
+        signature_b64: &str,
+        digest: &SignedDigest,
+    ) -> Result<(), SignatureError> {
+        let der =
+            b64(signature_b64).map_err(|e| SignatureError::BadSignatureEncoding(e.to_string()))?;
+        let signature = Signature::from_der(&der)
+            .map_err(|e| SignatureError::BadSignatureEncoding(e.to_string()))?;
+        let prehash = digest.0.clone().finalize();
+        self.key
+            .verify_prehash(&prehash, &signature)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+/// The SHA-256 of a signed webhook's signed bytes (the timestamp header value, then the body),
+/// fed chunk by chunk as the body streams in; checked with [`PublicKey::verify_digest`], with
+/// as many keys as needed (a key rotation's current and previous one).
+#[derive(Clone)]
+pub struct SignedDigest(sha2::Sha256);
+
+impl SignedDigest {
+    /// Starts the digest with the timestamp header's value.
+    pub fn new(timestamp: &str) -> Self {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(timestamp.as_bytes());
+        Self(hasher)
+    }
+
+    /// Adds the next bytes of the body.
+    pub fn update(&mut self, body_chunk: &[u8]) {
+        self.0.update(body_chunk);
+    }
+}
+
+impl std::fmt::Debug for SignedDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignedDigest")
     }
 }
 
@@ -141,6 +187,46 @@ mod tests {
             Err(SignatureError::BadTimestamp(_))
         ));
         assert!(check_timestamp("0", i64::MIN, i64::MAX).is_err());
+    }
+
+    /// A digest fed in chunks verifies exactly what the one-shot check verifies.
+    #[test]
+    fn a_streamed_digest_verifies_like_the_whole_body() {
+        use p256::ecdsa::signature::Signer;
+        let signing = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).expect("scalar");
+        let key = PublicKey {
+            key: *signing.verifying_key(),
+        };
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let timestamp = "1700000000";
+        let signed: Vec<u8> = [timestamp.as_bytes(), &body].concat();
+        let signature: Signature = signing.sign(&signed);
+        let signature_b64 =
+            base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+        assert_eq!(key.verify(&signature_b64, timestamp, &body), Ok(()));
+
+        let mut digest = SignedDigest::new(timestamp);
+        for chunk in body.chunks(7_777) {
+            digest.update(chunk);
+        }
+        assert_eq!(key.verify_digest(&signature_b64, &digest), Ok(()));
+
+        let mut tampered = SignedDigest::new(timestamp);
+        tampered.update(&body[1..]);
+        assert_eq!(
+            key.verify_digest(&signature_b64, &tampered),
+            Err(SignatureError::Mismatch)
+        );
+        let mut other_time = SignedDigest::new("1700000001");
+        other_time.update(&body);
+        assert_eq!(
+            key.verify_digest(&signature_b64, &other_time),
+            Err(SignatureError::Mismatch)
+        );
+        assert!(matches!(
+            key.verify_digest("%%%", &digest),
+            Err(SignatureError::BadSignatureEncoding(_))
+        ));
     }
 
     #[test]
