@@ -21,12 +21,14 @@ use mailroom_envelope::{
 };
 use serde_json::json;
 
-use crate::auth::{self, AuthError};
+use crate::auth::{self, AuthError, KeyUsed};
 use crate::config::Config;
+use crate::message_group::message_group_id;
 use crate::request::{CallbackRequest, Reply};
-use crate::routing::{self, kind_name, Route};
+use crate::routing::{self, kind_name, Route, Target};
 use crate::sink::{Attribute, Sink};
 use crate::telemetry;
+use crate::unknown_webhooks::UnknownWebhooks;
 
 /// Request headers never copied into the envelope: credentials don't belong in a queue or a
 /// database.
@@ -40,6 +42,16 @@ pub struct App<S> {
     config: Config,
     sink: S,
     clock: Clock,
+    unknown_webhooks: UnknownWebhooks,
+}
+
+/// One message on its way to SQS.
+struct Outgoing<'a> {
+    kind: Kind,
+    queue_url: &'a str,
+    body: String,
+    attributes: Vec<Attribute>,
+    group_id: Option<&'a str>,
 }
 
 impl<S: Sink> App<S> {
@@ -48,6 +60,7 @@ impl<S: Sink> App<S> {
             config,
             sink,
             clock: Arc::new(Utc::now),
+            unknown_webhooks: UnknownWebhooks::default(),
         }
     }
 
@@ -67,8 +80,10 @@ impl<S: Sink> App<S> {
         let route = routing::route(&self.config, &request.path, request.stage.as_deref());
         let reply = match self.accept(route, &request) {
             Err(refused) => refused,
-            Ok((kind, queue_url)) => {
-                let body = mailroom_envelope::encode(&self.envelope(kind, &request));
+            Ok((target, queue_url)) => {
+                let kind = target.kind;
+                let body = mailroom_envelope::encode(&self.envelope(&target, &request));
+                let group_id = message_group_id(&target, &request.body);
                 let mut attributes = vec![
                     Attribute::string(ATTR_KIND, kind_name(kind)),
                     Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
@@ -85,15 +100,22 @@ impl<S: Sink> App<S> {
                         traceparent,
                     ));
                 }
+                let outgoing = Outgoing {
+                    kind,
+                    queue_url,
+                    body,
+                    attributes,
+                    group_id: group_id.as_deref(),
+                };
                 let reply = self
-                    .deliver(kind, queue_url, body, attributes, &request.request_id)
+                    .deliver(outgoing, &request.request_id)
                     .instrument(span.clone())
                     .await;
                 span.record("http.response.status_code", reply.status.as_u16());
                 reply
             }
         };
-        observe_request(route_label(route), &reply, request.body.len(), started);
+        observe_request(route, &reply, request.body.len(), started);
         reply
     }
 
@@ -101,7 +123,7 @@ impl<S: Sink> App<S> {
     /// unreadable), counted like every other answer.
     pub fn refuse_unread(&self, path: &str, reply: Reply, started: Instant) -> Reply {
         let route = routing::route(&self.config, path, None);
-        observe_request(route_label(route), &reply, 0, Some(started));
+        observe_request(route, &reply, 0, Some(started));
         reply
     }
 
@@ -109,12 +131,19 @@ impl<S: Sink> App<S> {
     /// the queue. A kind and its queue, or the refusal to answer.
     fn accept<'a>(
         &'a self,
-        route: Route,
+        route: Route<'a>,
         request: &'a CallbackRequest,
-    ) -> Result<(Kind, &'a str), Reply> {
-        let kind = match route {
+    ) -> Result<(Target<'a>, &'a str), Reply> {
+        let target = match route {
             Route::NotFound => {
                 return Err(Reply::error(StatusCode::NOT_FOUND, "no such callback path"))
+            }
+            Route::UnknownWebhook { kind, name } => {
+                self.unknown_webhooks.report(kind, name);
+                return Err(Reply::error(
+                    StatusCode::NOT_FOUND,
+                    format!("no {} route named {name:?}", kind_name(kind)),
+                ));
             }
             Route::Health => {
                 return Err(
@@ -126,8 +155,9 @@ impl<S: Sink> App<S> {
                     },
                 );
             }
-            Route::Callback(kind) => kind,
+            Route::Callback(target) => target,
         };
+        let kind = target.kind;
         if request.method != Method::POST {
             return Err(Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
                 .with_header("allow", "POST"));
@@ -142,8 +172,9 @@ impl<S: Sink> App<S> {
                 ),
             ));
         }
-        if let Err(e) = self.authorize(kind, request) {
-            tracing::warn!(request_id = %request.request_id, kind = kind_name(kind), reason = %e, "refused");
+        if let Err(e) = self.authorize(&target, request) {
+            tracing::warn!(request_id = %request.request_id, kind = kind_name(kind),
+                webhook = target.label(), reason = %e, "refused");
             let reply = Reply::error(e.status(), e.to_string());
             return Err(if e.status() == StatusCode::UNAUTHORIZED {
                 reply.with_header(
@@ -154,15 +185,17 @@ impl<S: Sink> App<S> {
                 reply
             });
         }
-        let Some(queue_url) = routing::queue_url(&self.config, kind, &request.stage_variables)
+        let Some(queue_url) =
+            routing::target_queue_url(&self.config, &target, &request.stage_variables)
         else {
-            tracing::error!(request_id = %request.request_id, kind = kind_name(kind), "no queue configured");
+            tracing::error!(request_id = %request.request_id, kind = kind_name(kind),
+                webhook = target.label(), "no queue configured");
             return Err(Reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("no queue configured for {}", kind_name(kind)),
             ));
         };
-        Ok((kind, queue_url))
+        Ok((target, queue_url))
     }
 
     /// Handles a legacy mapping-template event (`{"queue_url", "body-json"}` or
@@ -180,12 +213,17 @@ impl<S: Sink> App<S> {
         let reply = match self.legacy_queue(kind, &value, request_id) {
             Err(refused) => refused,
             Ok(queue_url) => {
-                let attributes = vec![Attribute::string(ATTR_KIND, kind_name(kind))];
-                self.deliver(kind, queue_url, event.to_owned(), attributes, request_id)
-                    .await
+                let outgoing = Outgoing {
+                    kind,
+                    queue_url,
+                    body: event.to_owned(),
+                    attributes: vec![Attribute::string(ATTR_KIND, kind_name(kind))],
+                    group_id: None,
+                };
+                self.deliver(outgoing, request_id).await
             }
         };
-        observe_request(kind_name(kind), &reply, event.len(), started);
+        observe_kind(kind_name(kind), &reply, event.len(), started);
         Some(reply)
     }
 
@@ -214,40 +252,46 @@ impl<S: Sink> App<S> {
         Ok(queue_url)
     }
 
-    fn authorize(&self, kind: Kind, request: &CallbackRequest) -> Result<(), AuthError> {
-        let now = (self.clock)().timestamp();
-        let max_age = self.config.signature_max_age_secs;
-        match kind {
-            Kind::Events => {
-                if let Some(key) = &self.config.events_public_key {
-                    auth::check_signature(key, request, now, max_age)?;
+    fn authorize(&self, target: &Target<'_>, request: &CallbackRequest) -> Result<(), AuthError> {
+        if let Some(expected) = target.basic_auth {
+            auth::check_basic_auth(expected, request)?;
+        }
+        if let Some(current) = target.public_key {
+            let now = (self.clock)();
+            let used = auth::check_rotating_signature(
+                current,
+                target.previous_key,
+                request,
+                now,
+                self.config.signature_max_age_secs,
+            )?;
+            if used == KeyUsed::Previous {
+                // Info, not warn: this is the overlap working. The counter tells the operator
+                // when the sender has moved to the new key and the old one can go.
+                tracing::info!(request_id = %request.request_id, webhook = target.label(),
+                    "signature verified with the previous key");
+                if telemetry::enabled() {
+                    metrics::counter!(telemetry::PREVIOUS_KEY_ACCEPTED,
+                        "kind" => kind_name(target.kind), "webhook" => target.label().to_owned())
+                    .increment(1);
                 }
             }
-            Kind::Inbound => {
-                if let Some(expected) = &self.config.inbound_basic_auth {
-                    auth::check_basic_auth(expected, request)?;
-                }
-                if let Some(key) = &self.config.inbound_public_key {
-                    auth::check_signature(key, request, now, max_age)?;
-                }
-            }
-            Kind::Message => {}
         }
         Ok(())
     }
 
-    fn envelope(&self, kind: Kind, request: &CallbackRequest) -> Envelope {
+    fn envelope(&self, target: &Target<'_>, request: &CallbackRequest) -> Envelope {
         Envelope {
             origin: Origin::Router {
                 version: ENVELOPE_VERSION,
             },
-            kind,
+            kind: target.kind,
             received_at: Some((self.clock)()),
             source: Some(Source {
                 path: request.path.clone(),
                 stage: request.stage.clone(),
                 request_id: Some(request.request_id.clone()),
-                webhook: None,
+                webhook: target.name.map(str::to_owned),
             }),
             headers: request
                 .headers
@@ -262,14 +306,14 @@ impl<S: Sink> App<S> {
     }
 
     /// Sends `body` to `queue_url`, first offloading it to S3 when it is too large for SQS.
-    async fn deliver(
-        &self,
-        kind: Kind,
-        queue_url: &str,
-        body: String,
-        mut attributes: Vec<Attribute>,
-        request_id: &str,
-    ) -> Reply {
+    async fn deliver(&self, outgoing: Outgoing<'_>, request_id: &str) -> Reply {
+        let Outgoing {
+            kind,
+            queue_url,
+            body,
+            mut attributes,
+            group_id,
+        } = outgoing;
         let size = body.len();
         let body = if size + attributes_size(&attributes) > self.config.max_message_bytes {
             let Some(bucket) = &self.config.large_body_bucket else {
@@ -302,7 +346,11 @@ impl<S: Sink> App<S> {
         } else {
             body
         };
-        match self.sink.send_message(queue_url, body, attributes).await {
+        match self
+            .sink
+            .send_message(queue_url, body, attributes, group_id)
+            .await
+        {
             Ok(message_id) => {
                 tracing::info!(%request_id, kind = kind_name(kind), %message_id, size, "queued");
                 Reply::json(
@@ -334,15 +382,29 @@ impl<S: Sink> App<S> {
 }
 
 /// The `kind` label of a request's route: its callback kind, or `other`.
-fn route_label(route: Route) -> &'static str {
+fn route_label(route: &Route<'_>) -> &'static str {
     match route {
-        Route::Callback(kind) => kind_name(kind),
-        Route::Health | Route::NotFound => "other",
+        Route::Callback(target) => kind_name(target.kind),
+        Route::UnknownWebhook { .. } | Route::Health | Route::NotFound => "other",
     }
 }
 
-/// Counts one answered request (`started` is `None` when metrics are off).
-fn observe_request(kind: &'static str, reply: &Reply, bytes: usize, started: Option<Instant>) {
+/// Counts one answered request (`started` is `None` when metrics are off), and per named or
+/// default route for the callback routes.
+fn observe_request(route: Route<'_>, reply: &Reply, bytes: usize, started: Option<Instant>) {
+    if started.is_none() {
+        return;
+    }
+    if let Route::Callback(target) = route {
+        metrics::counter!(telemetry::WEBHOOK_REQUESTS, "kind" => kind_name(target.kind),
+            "webhook" => target.label().to_owned(), "status" => telemetry::status_label(reply.status))
+        .increment(1);
+    }
+    observe_kind(route_label(&route), reply, bytes, started);
+}
+
+/// Counts one answered request by kind.
+fn observe_kind(kind: &'static str, reply: &Reply, bytes: usize, started: Option<Instant>) {
     let Some(started) = started else {
         return;
     };
@@ -406,4 +468,216 @@ fn trace_span(kind: Kind, request: &CallbackRequest) -> tracing::Span {
         }
     }
     span
+}
+
+/// An inbound post `serve` may stream to S3: its route and queue, decided from the headers
+/// alone (method, basic auth, the signature headers and their timestamp's age), before any of
+/// the body is read or uploaded.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundTarget<'a> {
+    pub target: Target<'a>,
+    pub queue_url: &'a str,
+}
+
+/// `serve`'s streamed inbound posts ([`crate::stream_inbound`]): the decisions and the SQS
+/// send stay here, with the rest of the core's, so a streamed post is routed, authorized,
+/// enveloped, attributed and counted exactly like one held in memory.
+impl<S: Sink> App<S> {
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// `None` when `request` (its headers; the body is not read yet) is not for an inbound
+    /// route; else its target, or the answer refusing it (405, 401, 403 for missing signature
+    /// headers or a stale timestamp, 500 without a queue). The one place that knows which
+    /// paths are inbound routes and with which credentials and queue.
+    pub fn inbound_target<'a>(
+        &'a self,
+        request: &'a CallbackRequest,
+    ) -> Option<Result<InboundTarget<'a>, Reply>> {
+        let route = routing::route(&self.config, &request.path, request.stage.as_deref());
+        let target = match route {
+            Route::Callback(target) if target.kind == Kind::Inbound => target,
+            _ => return None,
+        };
+        Some(self.check_inbound_headers(target, request))
+    }
+
+    fn check_inbound_headers<'a>(
+        &'a self,
+        target: Target<'a>,
+        request: &'a CallbackRequest,
+    ) -> Result<InboundTarget<'a>, Reply> {
+        if request.method != Method::POST {
+            return Err(Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
+                .with_header("allow", "POST"));
+        }
+        let refused = |e: AuthError| {
+            tracing::warn!(request_id = %request.request_id, kind = "inbound",
+                webhook = target.label(), reason = %e, "refused");
+            let reply = Reply::error(e.status(), e.to_string());
+            if e.status() == StatusCode::UNAUTHORIZED {
+                reply.with_header(
+                    "www-authenticate",
+                    "Basic realm=\"mailroom\", charset=\"UTF-8\"",
+                )
+            } else {
+                reply
+            }
+        };
+        if let Some(expected) = target.basic_auth {
+            auth::check_basic_auth(expected, request).map_err(refused)?;
+        }
+        if target.public_key.is_some() {
+            let (_, timestamp) = auth::signature_headers(request).map_err(refused)?;
+            auth::check_signature_age(
+                timestamp,
+                (self.clock)().timestamp(),
+                self.config.signature_max_age_secs,
+            )
+            .map_err(refused)?;
+        }
+        let Some(queue_url) =
+            routing::target_queue_url(&self.config, &target, &request.stage_variables)
+        else {
+            tracing::error!(request_id = %request.request_id, kind = "inbound",
+                webhook = target.label(), "no queue configured");
+            return Err(Reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no queue configured for inbound",
+            ));
+        };
+        Ok(InboundTarget { target, queue_url })
+    }
+
+    /// The envelope of a streamed post without its body (cut into the frame the body's base64
+    /// goes into).
+    pub fn envelope_without_body(
+        &self,
+        inbound: &InboundTarget<'_>,
+        request: &CallbackRequest,
+    ) -> Envelope {
+        let mut envelope = self.envelope(&inbound.target, request);
+        envelope.body.clear();
+        envelope
+    }
+
+    /// A fresh S3 key for an offloaded inbound envelope (the same layout as every offload).
+    pub fn inbound_object_key(&self) -> String {
+        self.object_key(Kind::Inbound)
+    }
+
+    /// Checks a streamed post's signature (when its route has a key) over the digest of what
+    /// arrived, like [`Self::authorize`] does over a body in memory.
+    pub fn verify_streamed_signature(
+        &self,
+        inbound: &InboundTarget<'_>,
+        request: &CallbackRequest,
+        digest: Option<&mailroom_sendgrid::SignedDigest>,
+    ) -> Result<(), Reply> {
+        let target = &inbound.target;
+        let Some(current) = target.public_key else {
+            return Ok(());
+        };
+        let refused = |e: AuthError| {
+            tracing::warn!(request_id = %request.request_id, kind = "inbound",
+                webhook = target.label(), reason = %e, "refused");
+            Reply::error(e.status(), e.to_string())
+        };
+        let (signature, _) = auth::signature_headers(request).map_err(refused)?;
+        let digest = digest.ok_or(AuthError::BadSignature).map_err(refused)?;
+        let used = auth::check_rotating_digest(
+            current,
+            target.previous_key,
+            signature,
+            digest,
+            (self.clock)(),
+        )
+        .map_err(refused)?;
+        if used == KeyUsed::Previous {
+            tracing::info!(request_id = %request.request_id, webhook = target.label(),
+                "signature verified with the previous key");
+            if telemetry::enabled() {
+                metrics::counter!(telemetry::PREVIOUS_KEY_ACCEPTED,
+                    "kind" => "inbound", "webhook" => target.label().to_owned())
+                .increment(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the Extended Client pointer to a streamed envelope (`size` bytes at
+    /// `bucket`/`key`) on the route's queue, with the attributes every offloaded message gets.
+    /// 200 only once SQS accepted it; the caller deletes the object on any other answer.
+    pub async fn queue_streamed(
+        &self,
+        inbound: &InboundTarget<'_>,
+        request: &CallbackRequest,
+        bucket: &str,
+        key: &str,
+        size: usize,
+    ) -> Reply {
+        let kind = Kind::Inbound;
+        count(telemetry::S3_OFFLOADS, kind);
+        let mut attributes = vec![
+            Attribute::string(ATTR_KIND, kind_name(kind)),
+            Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
+        ];
+        let span = trace_span(kind, request);
+        if let Some(traceparent) = (!span.is_disabled())
+            .then(|| mailroom_otel::traceparent(&span))
+            .flatten()
+        {
+            attributes.push(Attribute::string(
+                mailroom_otel::TRACEPARENT_ATTRIBUTE,
+                traceparent,
+            ));
+        }
+        attributes.push(Attribute::number(EXTENDED_PAYLOAD_SIZE_ATTRIBUTES[0], size));
+        let body = S3Pointer {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }
+        .to_message_body();
+        // A route's message group by field applies to event batches only; an inbound post gets
+        // its route's label, which needs no body.
+        let group_id = message_group_id(&inbound.target, b"");
+        let request_id = &request.request_id;
+        let reply = async {
+            match self
+                .sink
+                .send_message(inbound.queue_url, body, attributes, group_id.as_deref())
+                .await
+            {
+                Ok(message_id) => {
+                    tracing::info!(%request_id, kind = "inbound", %message_id, size, streamed = true, "queued");
+                    Reply::json(
+                        StatusCode::OK,
+                        json!({ "status": "queued", "message_id": message_id }),
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(%request_id, kind = "inbound", error = %e, "SQS send failed");
+                    count(telemetry::SQS_SEND_FAILURES, kind);
+                    Reply::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "could not queue the callback; retry later",
+                    )
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("http.response.status_code", reply.status.as_u16());
+        reply
+    }
+
+    /// Counts an answer `serve` gave on its own (a streamed post, or one refused before its
+    /// body was read), like [`Self::handle`] counts its own.
+    pub fn observe_served(&self, path: &str, reply: &Reply, bytes: usize, started: Instant) {
+        if telemetry::enabled() {
+            let route = routing::route(&self.config, path, None);
+            observe_request(route, reply, bytes, Some(started));
+        }
+    }
 }

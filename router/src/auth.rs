@@ -8,8 +8,11 @@ use base64::Engine;
 use mailroom_sendgrid::{PublicKey, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use subtle::ConstantTimeEq;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::BasicAuth;
 use crate::request::CallbackRequest;
+use crate::routes::PreviousKey;
 
 /// How far in the future a signature timestamp may be (clock skew between SendGrid and us).
 pub const MAX_FUTURE_SKEW_SECS: i64 = 60;
@@ -49,14 +52,30 @@ pub fn check_signature(
     now_unix: i64,
     max_age_secs: u64,
 ) -> Result<(), AuthError> {
+    let (signature, timestamp) = signature_headers(request)?;
+    key.verify(signature, timestamp, &request.body)
+        .map_err(|_| AuthError::BadSignature)?;
+    check_signature_age(timestamp, now_unix, max_age_secs)
+}
+
+/// The signature and timestamp headers of a signed post.
+pub fn signature_headers(request: &CallbackRequest) -> Result<(&str, &str), AuthError> {
     let signature = request
         .header(SIGNATURE_HEADER)
         .ok_or(AuthError::MissingHeader(SIGNATURE_HEADER))?;
     let timestamp = request
         .header(TIMESTAMP_HEADER)
         .ok_or(AuthError::MissingHeader(TIMESTAMP_HEADER))?;
-    key.verify(signature, timestamp, &request.body)
-        .map_err(|_| AuthError::BadSignature)?;
+    Ok((signature, timestamp))
+}
+
+/// The replay window on a signature's timestamp (`max_age_secs == 0` disables it): a streamed
+/// post checks it from the headers, before its body is uploaded.
+pub fn check_signature_age(
+    timestamp: &str,
+    now_unix: i64,
+    max_age_secs: u64,
+) -> Result<(), AuthError> {
     if max_age_secs > 0 {
         let window = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
         mailroom_sendgrid::check_timestamp(timestamp, now_unix, window)
@@ -72,6 +91,62 @@ pub fn check_signature(
         }
     }
     Ok(())
+}
+
+/// Which key verified a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsed {
+    Current,
+    /// The route's previous key, within its overlap.
+    Previous,
+}
+
+/// Checks the signature with the route's current key and, only if that one does not verify it,
+/// with its previous key while the rotation's overlap lasts (`now` before `expires_at`). A
+/// missing header or a stale timestamp is the same whichever key: not retried.
+pub fn check_rotating_signature(
+    current: &PublicKey,
+    previous: Option<&PreviousKey>,
+    request: &CallbackRequest,
+    now: DateTime<Utc>,
+    max_age_secs: u64,
+) -> Result<KeyUsed, AuthError> {
+    let now_unix = now.timestamp();
+    match check_signature(current, request, now_unix, max_age_secs) {
+        Ok(()) => Ok(KeyUsed::Current),
+        Err(AuthError::BadSignature) => match previous {
+            Some(previous) if now < previous.expires_at => {
+                check_signature(&previous.key, request, now_unix, max_age_secs)?;
+                Ok(KeyUsed::Previous)
+            }
+            _ => Err(AuthError::BadSignature),
+        },
+        Err(other) => Err(other),
+    }
+}
+
+/// [`check_rotating_signature`] for a body that was streamed: the signature over `digest` (the
+/// timestamp and body hashed as they arrived), with the current key, else the previous one
+/// within its overlap. The headers and the timestamp's age were checked before the body
+/// ([`signature_headers`], [`check_signature_age`]).
+pub fn check_rotating_digest(
+    current: &PublicKey,
+    previous: Option<&PreviousKey>,
+    signature: &str,
+    digest: &mailroom_sendgrid::SignedDigest,
+    now: DateTime<Utc>,
+) -> Result<KeyUsed, AuthError> {
+    if current.verify_digest(signature, digest).is_ok() {
+        return Ok(KeyUsed::Current);
+    }
+    match previous {
+        Some(previous) if now < previous.expires_at => previous
+            .key
+            .verify_digest(signature, digest)
+            .map(|()| KeyUsed::Previous)
+            .map_err(|_| AuthError::BadSignature),
+        _ => Err(AuthError::BadSignature),
+    }
 }
 
 /// Checks an `Authorization: Basic ...` header against the expected credentials, comparing in

@@ -1,4 +1,5 @@
-//! The real [`Sink`]: aws-sdk-sqs and aws-sdk-s3 over one shared aws-config.
+//! The real [`Sink`]: aws-sdk-sqs and aws-sdk-s3 over one shared aws-config (S3 multipart
+//! uploads too, for `serve`'s streamed inbound posts).
 //!
 //! Endpoint overrides come from aws-config itself (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_S3`), so local SQS/S3 emulators need no router
@@ -9,8 +10,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
-use crate::sink::{Attribute, AttributeValue, Sink, SinkError};
+use crate::sink::{Attribute, AttributeValue, Sink, SinkError, UploadedPart};
 
 /// SQS and S3 clients.
 #[derive(Clone, Debug)]
@@ -48,6 +50,21 @@ impl AwsSink {
     }
 }
 
+/// A failed multipart step, with the SDK's whole error chain.
+fn multipart_error<E: std::error::Error + 'static>(
+    operation: &'static str,
+    bucket: &str,
+    key: &str,
+    error: E,
+) -> SinkError {
+    SinkError::S3Multipart {
+        operation,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        reason: aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
+    }
+}
+
 fn to_sqs_attribute(attribute: &Attribute) -> Result<MessageAttributeValue, String> {
     let (data_type, value) = match &attribute.value {
         AttributeValue::String(v) => ("String", v),
@@ -66,15 +83,24 @@ impl Sink for AwsSink {
         queue_url: &str,
         body: String,
         attributes: Vec<Attribute>,
+        group_id: Option<&str>,
     ) -> Result<String, SinkError> {
         let fail = |reason: String| SinkError::Sqs {
             queue_url: queue_url.to_owned(),
             reason,
         };
+        // A FIFO queue requires a group and a deduplication id (unless the queue has
+        // content-based deduplication, which a caller cannot know): the body's digest makes
+        // SendGrid's retry of the same small post within SQS's 5-minute window one message.
+        let fifo = queue_url.ends_with(".fifo");
+        let group_id = group_id.or(fifo.then_some(crate::routing::DEFAULT_ROUTE_LABEL));
+        let dedup_id = fifo.then(|| hex::encode(Sha256::digest(body.as_bytes())));
         let mut request = self
             .sqs
             .send_message()
             .queue_url(queue_url)
+            .set_message_group_id(group_id.map(str::to_owned))
+            .set_message_deduplication_id(dedup_id)
             .message_body(body);
         for attribute in &attributes {
             request = request
@@ -101,6 +127,114 @@ impl Sink for AwsSink {
                 key: key.to_owned(),
                 reason: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
             })?;
+        Ok(())
+    }
+
+    async fn create_multipart_upload(&self, bucket: &str, key: &str) -> Result<String, SinkError> {
+        let output = self
+            .s3
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .send()
+            .await
+            .map_err(|e| multipart_error("CreateMultipartUpload", bucket, key, e))?;
+        output
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| SinkError::S3Multipart {
+                operation: "CreateMultipartUpload",
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                reason: "the answer has no UploadId".to_owned(),
+            })
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        bytes: Bytes,
+    ) -> Result<UploadedPart, SinkError> {
+        let output = self
+            .s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| multipart_error("UploadPart", bucket, key, e))?;
+        Ok(UploadedPart {
+            number,
+            etag: output.e_tag().unwrap_or_default().to_owned(),
+            checksum_crc32: output.checksum_crc32().map(str::to_owned),
+        })
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+    ) -> Result<(), SinkError> {
+        let parts = parts
+            .into_iter()
+            .map(|part| {
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(part.number)
+                    .e_tag(part.etag)
+                    .set_checksum_crc32(part.checksum_crc32)
+                    .build()
+            })
+            .collect();
+        self.s3
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| multipart_error("CompleteMultipartUpload", bucket, key, e))?;
+        Ok(())
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), SinkError> {
+        self.s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| multipart_error("AbortMultipartUpload", bucket, key, e))?;
+        Ok(())
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
+        self.s3
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| multipart_error("DeleteObject", bucket, key, e))?;
         Ok(())
     }
 }

@@ -9,12 +9,23 @@ use std::collections::HashMap;
 
 use mailroom_sendgrid::PublicKey;
 
+use crate::routes::{self, MessageGroup, NamedRoute, PreviousKey};
+
 /// Default `MAILROOM_MAX_MESSAGE_BYTES`: SQS's maximum message size since 2025 (1 MiB).
 /// Queues created before then may still be limited to 256 KiB (262144): set it to that there.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Default `MAILROOM_MAX_REQUEST_BYTES`: Lambda's synchronous invocation payload limit (6 MB),
 /// below API Gateway's own 10 MB request limit.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+/// Default `MAILROOM_MAX_INBOUND_BYTES`: the largest Inbound Parse post `serve` takes
+/// (streamed to S3). SendGrid accepts emails up to 30 MB and posts them with some multipart
+/// overhead; 40 MiB leaves room for that, and a post over it is answered 507 (SendGrid retries
+/// it for 3 days) with an error log line and `mailroom_router_inbound_refused_total`.
+pub const DEFAULT_MAX_INBOUND_BYTES: usize = 40 * 1024 * 1024;
+/// The most `MAILROOM_MAX_INBOUND_BYTES` may be: its base64 envelope (4/3 of it, plus the
+/// headers) must stay under the worker's 64 MiB envelope limit
+/// ([`mailroom_envelope::MAX_MESSAGE_BYTES`]).
+pub const MAX_INBOUND_BYTES_CEILING: usize = 47 * 1024 * 1024;
 /// Default `MAILROOM_SIGNATURE_MAX_AGE_SECS`.
 pub const DEFAULT_SIGNATURE_MAX_AGE_SECS: u64 = 600;
 
@@ -25,11 +36,18 @@ pub enum ConfigError {
     Invalid { var: &'static str, reason: String },
 }
 
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        reason: reason.into(),
+impl ConfigError {
+    /// A problem with `var`.
+    pub fn invalid(var: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            var,
+            reason: reason.into(),
+        }
     }
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(var, reason)
 }
 
 /// HTTP basic-auth credentials expected on Inbound Parse posts.
@@ -79,6 +97,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// `MAILROOM_MAX_REQUEST_BYTES`: request bodies larger than this are refused with 413.
     pub max_request_bytes: usize,
+    /// `MAILROOM_MAX_INBOUND_BYTES` (`serve` only, default 40 MiB): the largest Inbound Parse
+    /// post; larger ones are answered 507, never 413 (SendGrid drops a post on a 4xx).
+    pub max_inbound_bytes: usize,
     /// `MAILROOM_LARGE_BODY_BUCKET`: where oversized envelopes go; without it they are a 413.
     pub large_body_bucket: Option<String>,
     /// `MAILROOM_LARGE_BODY_PREFIX` (default `mailroom`): key prefix in that bucket.
@@ -96,6 +117,18 @@ pub struct Config {
     /// `MAILROOM_ALLOW_EVENT_QUEUE_URL` (default false): let legacy mapping-template events
     /// choose their own queue through their `queue_url` field.
     pub allow_event_queue_url: bool,
+    /// `MAILROOM_EVENT_WEBHOOK_PREVIOUS_PUBLIC_KEY` with
+    /// `MAILROOM_EVENT_WEBHOOK_PREVIOUS_KEY_EXPIRES_AT`: the default events route's key being
+    /// rotated out, accepted until then.
+    pub events_previous_key: Option<PreviousKey>,
+    /// `MAILROOM_INBOUND_PREVIOUS_PUBLIC_KEY` with `MAILROOM_INBOUND_PREVIOUS_KEY_EXPIRES_AT`.
+    pub inbound_previous_key: Option<PreviousKey>,
+    /// `MAILROOM_MESSAGE_GROUP` (`webhook` or `field:NAME`): the default routes' SQS
+    /// `MessageGroupId` (named routes set their own).
+    pub message_group: Option<MessageGroup>,
+    /// `MAILROOM_ROUTES` (JSON) or `MAILROOM_ROUTES_FILE` (a path to it): the named routes,
+    /// `{events_path}/{name}` and `{inbound_path}/{name}` ([`crate::routes`]).
+    pub routes: Vec<NamedRoute>,
     /// Deprecated variables that were read, each with its replacement (logged at start).
     pub deprecations: Vec<String>,
 }
@@ -115,6 +148,7 @@ impl Default for Config {
             health_path: Some("/healthz".to_owned()),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_inbound_bytes: DEFAULT_MAX_INBOUND_BYTES,
             large_body_bucket: None,
             large_body_prefix: "mailroom".to_owned(),
             events_public_key: None,
@@ -122,6 +156,10 @@ impl Default for Config {
             signature_max_age_secs: DEFAULT_SIGNATURE_MAX_AGE_SECS,
             inbound_basic_auth: None,
             allow_event_queue_url: false,
+            events_previous_key: None,
+            inbound_previous_key: None,
+            message_group: None,
+            routes: Vec::new(),
             deprecations: Vec::new(),
         }
     }
@@ -168,6 +206,9 @@ impl Config {
         }
         if let Some(v) = get("MAILROOM_MAX_REQUEST_BYTES") {
             config.max_request_bytes = parse_size("MAILROOM_MAX_REQUEST_BYTES", &v)?;
+        }
+        if let Some(v) = get("MAILROOM_MAX_INBOUND_BYTES") {
+            config.max_inbound_bytes = parse_inbound_limit(&v)?;
         }
         config.large_body_bucket = get("MAILROOM_LARGE_BODY_BUCKET");
         if let Some(prefix) = get("MAILROOM_LARGE_BODY_PREFIX") {
@@ -217,6 +258,42 @@ impl Config {
         if let Some(v) = get("MAILROOM_ALLOW_EVENT_QUEUE_URL") {
             config.allow_event_queue_url = parse_bool("MAILROOM_ALLOW_EVENT_QUEUE_URL", &v)?;
         }
+        config.events_previous_key = previous_key(
+            &get,
+            "MAILROOM_EVENT_WEBHOOK_PREVIOUS_PUBLIC_KEY",
+            "MAILROOM_EVENT_WEBHOOK_PREVIOUS_KEY_EXPIRES_AT",
+            config.events_public_key.is_some(),
+        )?;
+        config.inbound_previous_key = previous_key(
+            &get,
+            "MAILROOM_INBOUND_PREVIOUS_PUBLIC_KEY",
+            "MAILROOM_INBOUND_PREVIOUS_KEY_EXPIRES_AT",
+            config.inbound_public_key.is_some(),
+        )?;
+        if let Some(v) = get("MAILROOM_MESSAGE_GROUP") {
+            config.message_group = Some(MessageGroup::parse(&v).ok_or_else(|| {
+                invalid(
+                    "MAILROOM_MESSAGE_GROUP",
+                    format!("{v:?}: expected webhook or field:<top-level event field>"),
+                )
+            })?);
+        }
+        config.routes = match (get("MAILROOM_ROUTES"), get("MAILROOM_ROUTES_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "MAILROOM_ROUTES_FILE",
+                    "set MAILROOM_ROUTES or MAILROOM_ROUTES_FILE, not both",
+                ))
+            }
+            (Some(text), None) => routes::parse("MAILROOM_ROUTES", &text)?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    invalid("MAILROOM_ROUTES_FILE", format!("cannot read {path}: {e}"))
+                })?;
+                routes::parse("MAILROOM_ROUTES_FILE", &text)?
+            }
+            (None, None) => Vec::new(),
+        };
         Ok(config)
     }
 }
@@ -240,11 +317,59 @@ fn parse_size(var: &'static str, value: &str) -> Result<usize, ConfigError> {
     }
 }
 
+/// `MAILROOM_MAX_INBOUND_BYTES`: a size up to [`MAX_INBOUND_BYTES_CEILING`].
+fn parse_inbound_limit(value: &str) -> Result<usize, ConfigError> {
+    let var = "MAILROOM_MAX_INBOUND_BYTES";
+    let bytes = parse_size(var, value)?;
+    if bytes > MAX_INBOUND_BYTES_CEILING {
+        return Err(invalid(
+            var,
+            format!(
+                "{bytes} is over {MAX_INBOUND_BYTES_CEILING}: the envelope (base64, 4/3 of the \
+                 body) would pass the worker's {} byte limit",
+                mailroom_envelope::MAX_MESSAGE_BYTES
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(invalid(var, format!("{value:?} is not true or false"))),
+    }
+}
+
+/// A default route's previous key and the end of its overlap: both or neither, and only beside
+/// a current key.
+fn previous_key(
+    get: &impl Fn(&str) -> Option<String>,
+    key_var: &'static str,
+    expires_var: &'static str,
+    has_current: bool,
+) -> Result<Option<PreviousKey>, ConfigError> {
+    match (get(key_var), get(expires_var)) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            expires_var,
+            format!("required with {key_var} (the end of the overlap, RFC 3339)"),
+        )),
+        (None, Some(_)) => Err(invalid(expires_var, format!("set without {key_var}"))),
+        (Some(_), Some(_)) if !has_current => Err(invalid(
+            key_var,
+            "a previous key needs a current one beside it",
+        )),
+        (Some(key), Some(expires_at)) => Ok(Some(PreviousKey {
+            key: parse_key(key_var, &key)?,
+            expires_at: routes::parse_time(&expires_at).ok_or_else(|| {
+                invalid(
+                    expires_var,
+                    format!("{expires_at:?} is not an RFC 3339 time"),
+                )
+            })?,
+        })),
     }
 }
 
@@ -276,6 +401,7 @@ mod tests {
         assert_eq!(config.events_path, "/sendgrid/events");
         assert_eq!(config.health_path.as_deref(), Some("/healthz"));
         assert!(config.events_public_key.is_none());
+        assert_eq!(config.max_inbound_bytes, 41_943_040);
     }
 
     #[test]
@@ -316,6 +442,8 @@ mod tests {
             ("MAILROOM_SIGNATURE_MAX_AGE_SECS", "-1"),
             ("MAILROOM_EVENTS_PATH", "sendgrid/events"),
             ("MAILROOM_ALLOW_EVENT_QUEUE_URL", "maybe"),
+            ("MAILROOM_MAX_INBOUND_BYTES", "40MiB"),
+            ("MAILROOM_MAX_INBOUND_BYTES", "49283073"),
         ] {
             let err = Config::from_vars(vars(&[(var, value)])).expect_err(var);
             assert!(err.to_string().starts_with(var), "{err}");

@@ -12,11 +12,14 @@ pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod lambda;
+pub mod message_group;
 pub mod request;
+pub mod routes;
 pub mod routing;
 pub mod serve;
 pub mod sink;
 pub mod telemetry;
+pub mod unknown_webhooks;
 
 pub use app::{App, Clock};
 pub use aws::AwsSink;

@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
     for deprecation in &config.deprecations {
         tracing::warn!("{deprecation}");
     }
+    log_routes(&config);
     if config.events_queue_url.is_none() || config.inbound_queue_url.is_none() {
         tracing::warn!(
             "MAILROOM_EVENTS_QUEUE_URL or MAILROOM_INBOUND_QUEUE_URL is not set: requests for \
@@ -70,6 +71,39 @@ async fn main() -> anyhow::Result<()> {
     match mode {
         Mode::Serve(listen, metrics_listen) => serve(app, listen, metrics_listen).await,
         Mode::Lambda => lambda(app).await,
+    }
+}
+
+/// One line per named route at start, and a warning for a previous key whose overlap is over
+/// (it is refused from then on: remove it).
+fn log_routes(config: &Config) {
+    let now = chrono::Utc::now();
+    for route in &config.routes {
+        tracing::info!(kind = mailroom_router::routing::kind_name(route.kind), webhook = %route.name,
+            signed = route.public_key.is_some(), basic_auth = route.basic_auth.is_some(),
+            own_queue = route.queue_url.is_some(), "route");
+    }
+    let previous = config
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.previous_key.as_ref()?)))
+        .chain(
+            config
+                .events_previous_key
+                .iter()
+                .map(|k| ("default events", k)),
+        )
+        .chain(
+            config
+                .inbound_previous_key
+                .iter()
+                .map(|k| ("default inbound", k)),
+        );
+    for (name, key) in previous {
+        if key.expires_at <= now {
+            tracing::warn!(webhook = name, expired_at = %key.expires_at,
+                "the previous key's overlap is over and it is no longer accepted: remove it");
+        }
     }
 }
 
@@ -122,7 +156,7 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let metrics = match metrics_listen {
-        Some(addr) => Some(start_metrics(addr).await?),
+        Some(addr) => Some(start_metrics(addr, app.config()).await?),
         None => None,
     };
     let local = listener.local_addr()?;
@@ -138,11 +172,15 @@ async fn serve(
 }
 
 /// Binds the metrics listener (a taken port fails the start), installs the recorder, serves.
-async fn start_metrics(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+async fn start_metrics(
+    addr: SocketAddr,
+    config: &Config,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("MAILROOM_ROUTER_METRICS_LISTEN: cannot listen on {addr}"))?;
     let handle = mailroom_router::telemetry::install()?;
+    mailroom_router::telemetry::register_routes(config);
     tracing::info!(listen = %listener.local_addr()?, "metrics at /metrics");
     Ok(tokio::spawn(async move {
         let never = std::future::pending::<()>();

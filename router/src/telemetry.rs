@@ -14,6 +14,15 @@
 //!   `mailroom_router_sqs_send_failures_total{kind}`.
 //! - `mailroom_router_request_duration_seconds{kind}` and `mailroom_router_request_bytes{kind}`:
 //!   histograms with fixed buckets, so they aggregate across router processes.
+//! - `mailroom_router_webhook_requests_total{kind, webhook, status}`: the callback routes'
+//!   answers per route (`webhook` is a configured name or `default`).
+//! - `mailroom_router_previous_key_accepted_total{kind, webhook}`: posts verified only by a
+//!   route's previous key during a key rotation.
+//! - `mailroom_router_unknown_webhook_total{kind}`: posts to a route name nobody configured.
+//! - `mailroom_router_inbound_refused_total{reason}`: inbound posts `serve` could not store and
+//!   answered 5xx so SendGrid retries them ([`INBOUND_REFUSED_REASONS`]); any increase needs an
+//!   operator (raise `MAILROOM_MAX_INBOUND_BYTES`, configure the bucket) within SendGrid's 3 days.
+//! - `mailroom_router_inbound_streamed_total`: inbound posts `serve` streamed to S3 in parts.
 //!
 //! Every counter is registered at 0 by [`install`] for each kind and each status the router
 //! can answer ([`STATUSES`]), so `increase(...)` sees the first 5xx after a start.
@@ -44,12 +53,30 @@ pub const SQS_SEND_FAILURES: &str = "mailroom_router_sqs_send_failures_total";
 pub const REQUEST_DURATION: &str = "mailroom_router_request_duration_seconds";
 /// Request body sizes, by `kind`.
 pub const REQUEST_BYTES: &str = "mailroom_router_request_bytes";
+/// Requests answered on a callback route, by `kind`, `webhook` (the route's name, `default` for
+/// the unnamed routes: configured names only, so bounded) and `status`.
+pub const WEBHOOK_REQUESTS: &str = "mailroom_router_webhook_requests_total";
+/// Signatures that verified only with a route's previous key (during a rotation's overlap), by
+/// `kind` and `webhook`: at 0 for a while, the old key can be removed.
+pub const PREVIOUS_KEY_ACCEPTED: &str = "mailroom_router_previous_key_accepted_total";
+/// Posts to a named route that does not exist (404), by `kind`; the name is in the log only
+/// (it comes from the request path, so it is no label).
+pub const UNKNOWN_WEBHOOK: &str = "mailroom_router_unknown_webhook_total";
+
+/// Inbound posts `serve` refused with a 5xx although they were authentic, by `reason`.
+pub const INBOUND_REFUSED: &str = "mailroom_router_inbound_refused_total";
+/// Inbound posts `serve` streamed to S3 as a multipart upload (and queued).
+pub const INBOUND_STREAMED: &str = "mailroom_router_inbound_streamed_total";
+/// The `reason` label values of [`INBOUND_REFUSED`]: over `MAILROOM_MAX_INBOUND_BYTES` (507),
+/// too large for SQS with no `MAILROOM_LARGE_BODY_BUCKET` (507), and a body that could not be
+/// read whole (the client went away or stalled, 503).
+pub const INBOUND_REFUSED_REASONS: [&str; 3] = ["over_limit", "no_bucket", "body_unreadable"];
 
 /// The `kind` label values: the two callback kinds, and `other` for everything else.
 pub const KINDS: [&str; 3] = ["events", "inbound", "other"];
 /// The statuses the router answers (see router/README.md), registered at 0 for every kind.
-pub const STATUSES: [&str; 9] = [
-    "200", "400", "401", "403", "404", "405", "413", "500", "503",
+pub const STATUSES: [&str; 10] = [
+    "200", "400", "401", "403", "404", "405", "413", "500", "503", "507",
 ];
 
 /// Durations: the router's own work is microseconds, an SQS round trip milliseconds, an S3
@@ -57,7 +84,8 @@ pub const STATUSES: [&str; 9] = [
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-/// Body sizes: 1 KiB to 10 MiB (API Gateway's limit); 256 KiB and 1 MiB are SQS's limits.
+/// Body sizes: 1 KiB to 10 MiB (API Gateway's limit); 256 KiB and 1 MiB are SQS's limits; 32
+/// and 40 MiB for the inbound posts `serve` streams (SendGrid's 30 MB emails).
 const BYTES_BUCKETS: &[f64] = &[
     1024.0,
     4096.0,
@@ -68,6 +96,8 @@ const BYTES_BUCKETS: &[f64] = &[
     4_194_304.0,
     6_291_456.0,
     10_485_760.0,
+    33_554_432.0,
+    41_943_040.0,
 ];
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -111,6 +141,34 @@ fn register_zeroes() {
         for name in [S3_OFFLOADS, S3_OFFLOAD_FAILURES, SQS_SEND_FAILURES] {
             metrics::counter!(name, "kind" => kind).absolute(0);
         }
+    }
+    for kind in &KINDS[..2] {
+        metrics::counter!(UNKNOWN_WEBHOOK, "kind" => *kind).absolute(0);
+    }
+    for reason in INBOUND_REFUSED_REASONS {
+        metrics::counter!(INBOUND_REFUSED, "reason" => reason).absolute(0);
+    }
+    metrics::counter!(INBOUND_STREAMED).absolute(0);
+}
+
+/// Registers the per-route series at 0 for every configured route (and the default ones), so
+/// `increase(...)` sees a route's first failure after a start.
+pub fn register_routes(config: &crate::config::Config) {
+    let named = config
+        .routes
+        .iter()
+        .map(|r| (crate::routing::kind_name(r.kind), r.name.clone()));
+    let defaults = [
+        ("events", "default".to_owned()),
+        ("inbound", "default".to_owned()),
+    ];
+    for (kind, webhook) in defaults.into_iter().chain(named) {
+        for status in ["200", "503"] {
+            metrics::counter!(WEBHOOK_REQUESTS, "kind" => kind, "webhook" => webhook.clone(),
+                "status" => status)
+            .absolute(0);
+        }
+        metrics::counter!(PREVIOUS_KEY_ACCEPTED, "kind" => kind, "webhook" => webhook).absolute(0);
     }
 }
 

@@ -13,6 +13,7 @@ pub struct Sent {
     pub queue_url: String,
     pub body: String,
     pub attributes: Vec<Attribute>,
+    pub group_id: Option<String>,
 }
 
 impl Sent {
@@ -55,6 +56,7 @@ impl Sink for FakeSink {
         queue_url: &str,
         body: String,
         attributes: Vec<Attribute>,
+        group_id: Option<&str>,
     ) -> Result<String, SinkError> {
         if self.fail_sqs.load(Ordering::SeqCst) {
             return Err(SinkError::Sqs {
@@ -67,6 +69,7 @@ impl Sink for FakeSink {
             queue_url: queue_url.to_owned(),
             body,
             attributes,
+            group_id: group_id.map(str::to_owned),
         });
         Ok(format!("msg-{}", sent.len()))
     }
