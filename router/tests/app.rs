@@ -8,13 +8,11 @@ use std::sync::Arc;
 
 use base64::Engine;
 use chrono::{TimeZone, Utc};
+use common::signer::Signer256;
 use common::{fixture, fixture_str, FakeSink};
 use http::{Method, StatusCode};
 use mailroom_envelope::{Decoded, Kind, Origin, ATTR_KIND, ATTR_VERSION};
 use mailroom_router::{App, AttributeValue, CallbackRequest, Config};
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::EncodePublicKey;
 use serde_json::value::RawValue;
 
 const EVENTS_Q: &str = "http://queue.local/events";
@@ -386,34 +384,6 @@ async fn inbound_basic_auth() {
         None,
         "credentials are not copied into the queue"
     );
-}
-
-struct Signer256 {
-    key: SigningKey,
-}
-
-impl Signer256 {
-    fn new() -> Self {
-        Self {
-            key: SigningKey::random(&mut rand_core::OsRng),
-        }
-    }
-
-    fn public_key_b64(&self) -> String {
-        let der = self
-            .key
-            .verifying_key()
-            .to_public_key_der()
-            .expect("SPKI DER");
-        base64::engine::general_purpose::STANDARD.encode(der.as_bytes())
-    }
-
-    fn sign(&self, timestamp: &str, body: &[u8]) -> String {
-        let mut signed = timestamp.as_bytes().to_vec();
-        signed.extend_from_slice(body);
-        let signature: Signature = self.key.sign(&signed);
-        base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
-    }
 }
 
 fn signed_config(signer: &Signer256) -> Config {

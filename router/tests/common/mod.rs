@@ -1,6 +1,8 @@
 //! Shared test helpers: an in-memory [`Sink`] and fixture loading.
 #![allow(dead_code)]
 
+pub mod signer;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
