@@ -29,6 +29,11 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "observability rules (promtool: check and unit-test the alert rules, parse the dashboard's queries)"
 scripts/observability-check.sh
 
+step "cfn-lint (the SAM template and the CloudWatch alarms, pinned cfn-lint, must be clean)"
+source "$ROOT/scripts/lib-deploy.sh"
+ensure_cfn_lint
+"$CFN_LINT" deploy/template.yaml deploy/observability/cloudwatch-alarms.yaml
+
 step "services"
 ensure_postgres
 drop_leftover_test_databases
@@ -57,6 +62,17 @@ if [ -d "$CONFORMANCE" ]; then
   cargo test --workspace --quiet --test conformance -- --ignored
 else
   log "no ../shared/conformance here: conformance check not run"
+fi
+
+# The Lambda package, opt-in (MAILROOM_CI_LAMBDA=1): the arm64 release cross build that
+# deploy/ ships (about 10 minutes here, heavy on 2 cores), then the x86_64 bootstrap (dev
+# profile) under cargo-lambda's local Lambda emulator, posting to this run's rustack.
+if [ -n "${MAILROOM_CI_LAMBDA:-}" ]; then
+  step "Lambda: scripts/lambda-build.sh (arm64 release) and scripts/lambda-local-check.sh"
+  scripts/lambda-build.sh
+  scripts/lambda-local-check.sh
+else
+  log "Lambda build and local check skipped (opt in with MAILROOM_CI_LAMBDA=1)"
 fi
 
 if [ -z "${MAILROOM_SKIP_LOCALSTACK:-}" ]; then
