@@ -19,10 +19,12 @@ ensure_cargo_lambda() {
   export PATH="$venv/bin:$PATH"
 }
 
-# ensure_cfn_lint: sets CFN_LINT to the pinned cfn-lint; installs it once.
+# ensure_cfn_lint: sets CFN_LINT to the pinned cfn-lint, and CFN_LINT_PYTHON to the Python it
+# runs in (deploy/check_template.py reads the template with its parser); installs it once.
 ensure_cfn_lint() {
   local venv="$TOOLS_DIR/cfn-lint-$CFN_LINT_VERSION"
   CFN_LINT="$venv/bin/cfn-lint"
+  CFN_LINT_PYTHON="$venv/bin/python3"
   if [ ! -x "$CFN_LINT" ] || [ ! -f "$venv/.complete" ]; then
     log "installing cfn-lint $CFN_LINT_VERSION (PyPI, once)"
     rm -rf "$venv"

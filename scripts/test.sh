@@ -33,6 +33,7 @@ step "cfn-lint (the SAM template and the CloudWatch alarms, pinned cfn-lint, mus
 source "$ROOT/scripts/lib-deploy.sh"
 ensure_cfn_lint
 "$CFN_LINT" deploy/template.yaml deploy/observability/cloudwatch-alarms.yaml
+"$CFN_LINT_PYTHON" deploy/check_template.py deploy/template.yaml   # what deploy/README.md promises
 
 step "services"
 ensure_postgres
