@@ -6,6 +6,7 @@
 #
 #   scripts/test.sh            # everything
 #   MAILROOM_SKIP_LOCALSTACK=1 scripts/test.sh   # skip the LocalStack-only tests (faster)
+#   MAILROOM_CI_LAMBDA=1 scripts/test.sh         # also build the Lambda package and run it locally
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 trap stop_started EXIT
