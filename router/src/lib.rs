@@ -18,8 +18,11 @@ pub mod routes;
 pub mod routing;
 pub mod serve;
 pub mod sink;
+pub mod stream_envelope;
+pub mod stream_inbound;
 pub mod telemetry;
 pub mod unknown_webhooks;
+pub mod upload;
 
 pub use app::{App, Clock};
 pub use aws::AwsSink;

@@ -1,6 +1,12 @@
-//! `mailroom-router serve`: the same core behind a plain HTTP/1.1 server, for development, the
-//! README demo and end-to-end tests. Not meant to face the internet (no TLS); in AWS the
-//! router runs as a Lambda behind API Gateway.
+//! `mailroom-router serve`: the same core behind a plain HTTP/1.1 server: the ingress for inbound
+//! mail behind a load balancer (which does TLS and scaling), and the server of the README demo
+//! and the end-to-end tests.
+//!
+//! The inbound route is the one thing `serve` does beyond the Lambda: posts up to
+//! `MAILROOM_MAX_INBOUND_BYTES` (default 40 MiB, above SendGrid's 30 MB emails), the large ones
+//! streamed to S3 as they arrive ([`crate::stream_inbound`]), each in a task of its own so a
+//! client that goes away mid-post still has its upload aborted. Every other route reads the
+//! body up to `MAILROOM_MAX_REQUEST_BYTES` and hands it to [`App::handle`], as the Lambda does.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,7 +51,7 @@ where
                 let app = Arc::clone(&app);
                 let service = hyper::service::service_fn(move |request| {
                     let app = Arc::clone(&app);
-                    async move { Ok::<_, Infallible>(handle_http(&app, request).await) }
+                    async move { Ok::<_, Infallible>(handle_http(app, request).await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
@@ -64,13 +70,34 @@ where
     Ok(())
 }
 
-/// Reads one hyper request (up to the configured request size) and answers it.
-pub async fn handle_http<S: Sink>(
-    app: &App<S>,
+/// Answers one hyper request: an inbound post in a task of its own (read, streamed when large,
+/// and aborted if the client goes away), anything else read up to the configured request size.
+pub async fn handle_http<S: Sink + 'static>(
+    app: Arc<App<S>>,
     request: http::Request<Incoming>,
 ) -> http::Response<Full<Bytes>> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
+    let head = callback_head(&parts);
+    if app.inbound_target(&head).is_some() {
+        let path = head.path.clone();
+        // Spawned, so the post is finished or its upload aborted even when hyper drops this
+        // future because the connection went away.
+        let task = tokio::spawn({
+            let app = Arc::clone(&app);
+            async move { crate::stream_inbound::serve_inbound(&app, head, body, started).await }
+        });
+        let reply = task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "inbound request task failed");
+            let reply = Reply::error(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the request could not be handled; retry later",
+            );
+            app.observe_served(&path, &reply, 0, started);
+            reply
+        });
+        return to_hyper(reply);
+    }
     let limit = app.config().max_request_bytes;
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -89,6 +116,12 @@ pub async fn handle_http<S: Sink>(
             return to_hyper(app.refuse_unread(parts.uri.path(), reply, started));
         }
     };
+    let request = CallbackRequest { body, ..head };
+    to_hyper(app.handle(request).await)
+}
+
+/// The request as the core sees it, without its body (not read yet).
+fn callback_head(parts: &http::request::Parts) -> CallbackRequest {
     let request_id = parts
         .headers
         .get("x-request-id")
@@ -106,16 +139,15 @@ pub async fn handle_http<S: Sink>(
             )
         })
         .collect();
-    let request = CallbackRequest {
-        method: parts.method,
+    CallbackRequest {
+        method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
         stage: None,
         request_id,
         headers,
-        body,
+        body: Bytes::new(),
         stage_variables: Default::default(),
-    };
-    to_hyper(app.handle(request).await)
+    }
 }
 
 fn to_hyper(reply: Reply) -> http::Response<Full<Bytes>> {
