@@ -16,6 +16,9 @@ use mailroom_router::{App, AwsSink, Config as RouterConfig};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
+/// One stored attachment: position, filename, size_bytes, sha256, content.
+type AttachmentRow = (i32, Option<String>, i64, String, Vec<u8>);
+
 #[tokio::test]
 async fn a_30_mb_inbound_post_through_serve_lands_in_postgres_byte_exact() {
     common::set_aws_env();
@@ -131,7 +134,7 @@ async fn a_30_mb_inbound_post_through_serve_lands_in_postgres_byte_exact() {
         hex::encode(Sha256::digest(&post.body)),
         "keyed on the exact body"
     );
-    let attachments: Vec<(i32, Option<String>, i64, String, Vec<u8>)> = sqlx::query_as(
+    let attachments: Vec<AttachmentRow> = sqlx::query_as(
         "select position, filename, size_bytes, sha256, content from mailroom_inbound_attachments",
     )
     .fetch_all(&mut conn)
