@@ -67,7 +67,7 @@ else
 fi
 
 # The Lambda package, opt-in (MAILROOM_CI_LAMBDA=1): the arm64 release cross build that
-# deploy/ ships (about 10 minutes here, heavy on 2 cores), then the x86_64 bootstrap (dev
+# deploy/ ships (about 15 minutes here, heavy on 2 cores), then the x86_64 bootstrap (dev
 # profile) under cargo-lambda's local Lambda emulator, posting to this run's rustack.
 if [ -n "${MAILROOM_CI_LAMBDA:-}" ]; then
   step "Lambda: scripts/lambda-build.sh (arm64 release) and scripts/lambda-local-check.sh"
