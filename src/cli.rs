@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `migrate`, and the operator commands (`queues`,
+//! The command line: `run`, `check`, `migrate`, `maintain`, and the operator commands (`queues`,
 //! `dead-letters`, `feed`, `send`, in `crate::admin`). Only command dispatch lives here: assembly is
 //! [`crate::Worker`]'s, so a custom binary (`Worker::new().handler(..).main()`) gets every
 //! command with its own handlers. Errors are anyhow at this edge, with context that says what
@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::admin::feed::FeedCommand;
+use crate::admin::maintain::MaintainArgs;
 use crate::admin::{self, DeadLettersCommand, QueuesCommand, SendArgs};
 use crate::config::Config;
 use crate::error_text::error_text;
@@ -60,6 +61,9 @@ pub enum Command {
     Feed(FeedCommand),
     /// Put a captured SendGrid POST body on a queue in the router's envelope (for testing).
     Send(SendArgs),
+    /// Create event partitions ahead, drop expired ones and delete expired inbound emails
+    /// ([retention], docs/retention.md); fit for a systemd timer. Safe next to running workers.
+    Maintain(MaintainArgs),
 }
 
 /// Exit codes beyond 0 and 1, for scripts.
@@ -82,6 +86,7 @@ pub async fn dispatch(cli: Cli, worker: Worker) -> ExitCode {
         Command::DeadLetters(command) => dead_letters(&cli.config, &worker, command).await,
         Command::Send(args) => report(send(&cli.config, &args).await),
         Command::Feed(command) => report(feed(&cli.config, command).await),
+        Command::Maintain(args) => report(maintain(&cli.config, &args).await),
     }
 }
 
@@ -128,6 +133,14 @@ async fn feed(path: &Path, command: FeedCommand) -> Result<()> {
         .await
         .context("connecting to Postgres")?;
     admin::feed::run(&store, command).await
+}
+
+async fn maintain(path: &Path, args: &MaintainArgs) -> Result<()> {
+    let config = load(path)?;
+    let store = Store::connect(database_url(&config)?, 2)
+        .await
+        .context("connecting to Postgres")?;
+    admin::maintain::run(&store, &config.retention, args).await
 }
 
 async fn send(path: &Path, args: &SendArgs) -> Result<()> {

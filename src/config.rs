@@ -37,6 +37,10 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub s3: S3Config,
+    /// `[retention]`: how long events and inbound emails are kept, and the maintenance that
+    /// creates and drops event partitions (`crate::store::partitions`, docs/retention.md).
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Deprecated: `[handlers.sendgrid]`. Still read, with a warning; see [`Config::parse`].
     #[serde(default, rename = "sendgrid")]
     legacy_sendgrid: Option<LegacySendgridConfig>,
@@ -136,6 +140,61 @@ impl Default for StoreConfig {
             database_url: None,
             max_connections: 16,
         }
+    }
+}
+
+/// `[retention]`. Events live in weekly partitions by their own time: retention drops whole
+/// weeks (never a DELETE), so a week goes once all of it is older than `events_days`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days of events to keep (by `occurred_at`); 0 keeps them forever.
+    pub events_days: u32,
+    /// Days of inbound emails (and their attachments) to keep, by `received_at`; 0 keeps them
+    /// forever. Deleted in bounded batches.
+    pub inbound_days: u32,
+    /// Weeks of event partitions created ahead of the current one.
+    pub premake_weeks: u32,
+    /// How often the worker runs maintenance (also once at start); 0: never in the worker
+    /// (run `mailroom maintain` from a timer instead).
+    pub maintenance_interval_secs: u64,
+}
+
+/// Retention shorter than this could drop an event while a copy of it can still be redelivered
+/// (SQS keeps a message up to 14 days, SendGrid retries for 24 h, Inbound Parse for 72 h), which
+/// would then be stored again.
+pub const MIN_RETENTION_DAYS: u32 = 30;
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            events_days: 0,
+            inbound_days: 0,
+            premake_weeks: 4,
+            maintenance_interval_secs: 3600,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// What is wrong with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, days) in [
+            ("events_days", self.events_days),
+            ("inbound_days", self.inbound_days),
+        ] {
+            if days != 0 && days < MIN_RETENTION_DAYS {
+                problems.push(format!(
+                    "retention.{key} must be 0 (keep forever) or at least {MIN_RETENTION_DAYS}: \
+                     a shorter one could drop rows whose SQS messages can still be redelivered"
+                ));
+            }
+        }
+        if !(1..=52).contains(&self.premake_weeks) {
+            problems.push("retention.premake_weeks must be 1-52".into());
+        }
+        problems
     }
 }
 
@@ -427,6 +486,7 @@ impl Config {
             }
             problems.extend(f.problems(|k| std::env::var(k).ok()));
         }
+        problems.extend(self.retention.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -33,6 +33,7 @@ async fn insert(conn: &mut PgConnection, ids: &[String]) {
             sqs_message_id: "m-1",
             queue: QUEUE,
             received_at: None,
+            source: None,
         })
         .collect();
     insert_events(conn, &records).await.expect("insert");

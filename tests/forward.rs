@@ -160,6 +160,7 @@ async fn store_events(pool: &PgPool, ids: &[String]) {
             sqs_message_id: "m-1",
             queue: "sendgrid-events",
             received_at: None,
+            source: None,
         })
         .collect();
     let mut conn = pool.acquire().await.expect("conn");

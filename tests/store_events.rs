@@ -18,6 +18,7 @@ fn records(events: &[Event]) -> Vec<EventRecord<'_>> {
             sqs_message_id: "m-1",
             queue: QUEUE,
             received_at: None,
+            source: None,
         })
         .collect()
 }
@@ -90,8 +91,10 @@ async fn sg_message_id_prefix_lookups_can_use_an_index(pool: PgPool) {
     .await
     .expect("explain");
     let plan = plan.join("\n");
+    // Each partition has its own copy of mailroom_events_sg_message_id_prefix_idx (named after
+    // the partition), and every one of them must be usable: no partition is scanned whole.
     assert!(
-        plan.contains("mailroom_events_sg_message_id_prefix_idx"),
+        plan.contains("Index") && plan.contains("~>=~") && !plan.contains("Seq Scan"),
         "{plan}"
     );
 }
@@ -111,6 +114,7 @@ async fn an_unrepresentable_timestamp_is_stored_as_null(pool: PgPool) {
         sqs_message_id: "m-1",
         queue: QUEUE,
         received_at: None,
+        source: None,
     }];
     let mut conn = pool.acquire().await.expect("conn");
     assert_eq!(insert_events(&mut conn, &records).await.expect("insert"), 1);

@@ -84,6 +84,7 @@ pub async fn forwarder(
                     sqs_message_id: "bench",
                     queue: "bench",
                     received_at: None,
+                    source: None,
                 })
                 .collect();
             insert_events(&mut conn, &records).await?;

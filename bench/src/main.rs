@@ -734,6 +734,7 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
                             sqs_message_id: id,
                             queue: "bench",
                             received_at: *at,
+                            source: None,
                         })
                     })
                     .collect();

@@ -9,6 +9,7 @@
 pub mod dead_letters;
 pub mod dlq;
 pub mod feed;
+pub mod maintain;
 pub mod queue_info;
 pub mod queues;
 pub mod send;

@@ -12,7 +12,12 @@
 //! version sent JSON arrays and unpacked them with a subquery per row, which cost more Postgres
 //! time per event than the cast.
 //!
-//! Idempotency: `ON CONFLICT (sg_event_id) DO NOTHING`. Duplicates inside one batch are removed
+//! Idempotency: `ON CONFLICT (sg_event_id, occurred_at) DO NOTHING`, the unique key of the
+//! partitioned table (`NULLS NOT DISTINCT`, so events without a timestamp dedupe too: a duplicate
+//! carries the same timestamp and lands in the same partition), plus `NOT EXISTS` in
+//! `mailroom_events_legacy_rows`, the rows of a pre-partitioning table not moved yet (an empty
+//! view, folded away by the planner, once they are). The payload travels as text and is cast to
+//! `json`, which keeps SendGrid's exact text and only validates it. Duplicates inside one batch are removed
 //! here first, first occurrence wins (Postgres accepts in-statement duplicates with DO NOTHING,
 //! unlike DO UPDATE, but deduping here makes the winner explicit and the arrays smaller). Rows
 //! are sent sorted by `sg_event_id` so two workers inserting overlapping batches take their row
@@ -37,6 +42,9 @@ pub struct EventRecord<'a> {
     pub queue: &'a str,
     /// When the edge received the request.
     pub received_at: Option<DateTime<Utc>>,
+    /// The name of the webhook route that received it (`Source::webhook` of the envelope);
+    /// `None` on the unnamed default routes.
+    pub source: Option<&'a str>,
 }
 
 const INSERT_EVENTS: &str = r#"
@@ -44,28 +52,31 @@ INSERT INTO mailroom_events (
     sg_event_id, event, email, occurred_at, sg_message_id, smtp_id, categories, reason, status,
     response, attempt, bounce_type, bounce_classification, url, url_offset_index, useragent, ip,
     tls, sg_machine_open, asm_group_id, marketing_campaign_id, marketing_campaign_name, pool_name,
-    pool_id, payload, sqs_message_id, queue, received_at
+    pool_id, payload, sqs_message_id, queue, received_at, source
 )
 SELECT
     u.sg_event_id, u.event, u.email, u.occurred_at, u.sg_message_id, u.smtp_id,
     u.categories::text[],
     u.reason, u.status, u.response, u.attempt, u.bounce_type, u.bounce_classification, u.url,
     u.url_offset_index, u.useragent, u.ip, u.tls, u.sg_machine_open, u.asm_group_id,
-    u.marketing_campaign_id, u.marketing_campaign_name, u.pool_name, u.pool_id, u.payload,
-    u.sqs_message_id, u.queue, u.received_at
+    u.marketing_campaign_id, u.marketing_campaign_name, u.pool_name, u.pool_id, u.payload::json,
+    u.sqs_message_id, u.queue, u.received_at, u.source
 FROM UNNEST(
     $1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
     $8::text[], $9::text[], $10::text[], $11::int4[], $12::text[], $13::text[], $14::text[],
     $15::int4[], $16::text[], $17::text[], $18::bool[], $19::bool[], $20::int8[], $21::int8[],
-    $22::text[], $23::text[], $24::int8[], $25::jsonb[], $26::text[], $27::text[],
-    $28::timestamptz[]
+    $22::text[], $23::text[], $24::int8[], $25::text[], $26::text[], $27::text[],
+    $28::timestamptz[], $29::text[]
 ) AS u(
     sg_event_id, event, email, occurred_at, sg_message_id, smtp_id, categories, reason, status,
     response, attempt, bounce_type, bounce_classification, url, url_offset_index, useragent, ip,
     tls, sg_machine_open, asm_group_id, marketing_campaign_id, marketing_campaign_name, pool_name,
-    pool_id, payload, sqs_message_id, queue, received_at
+    pool_id, payload, sqs_message_id, queue, received_at, source
 )
-ON CONFLICT (sg_event_id) DO NOTHING
+WHERE NOT EXISTS (
+    SELECT 1 FROM mailroom_events_legacy_rows l WHERE l.sg_event_id = u.sg_event_id
+)
+ON CONFLICT (sg_event_id, occurred_at) DO NOTHING
 "#;
 
 /// The same statement, answering with the rows it inserted (for SendGrid hooks, which must see
@@ -228,6 +239,7 @@ async fn insert_chunk(
     let mut sqs_message_id = Vec::with_capacity(n);
     let mut queue = Vec::with_capacity(n);
     let mut received_at = Vec::with_capacity(n);
+    let mut source = Vec::with_capacity(n);
 
     for (key, r) in chunk {
         let e = r.event;
@@ -257,10 +269,11 @@ async fn insert_chunk(
         pool_id.push(e.pool_id);
         // The event's JSON text, borrowed unless it holds an escaped NUL: serialized verbatim,
         // so no copy or re-encoding per row.
-        payload.push(sqlx::types::Json(sanitize_raw_json(e.raw.as_raw())));
+        payload.push(sanitize_raw_json(e.raw.as_raw()));
         sqs_message_id.push(sanitize(r.sqs_message_id));
         queue.push(sanitize(r.queue));
         received_at.push(r.received_at);
+        source.push(r.source.map(sanitize));
     }
 
     let returning_sql;
@@ -295,10 +308,11 @@ async fn insert_chunk(
         .bind(marketing_campaign_name)
         .bind(pool_name)
         .bind(pool_id)
-        .bind(payload)
+        .bind(payload.iter().map(|p| p.get()).collect::<Vec<&str>>())
         .bind(sqs_message_id)
         .bind(queue)
-        .bind(received_at);
+        .bind(received_at)
+        .bind(source);
     if returning {
         use sqlx::Row;
         let rows = query

@@ -156,7 +156,8 @@ fn inbound_json(with_content: bool) -> String {
             'to', m.to_addrs, 'cc', m.cc_addrs, 'subject', m.subject, 'text', m.text_body,
             'html', m.html_body, 'headers', m.headers, 'envelope', m.envelope,
             'spam_score', m.spam_score, 'spf', m.spf, 'dkim', m.dkim, 'sender_ip', m.sender_ip,
-            'queue', m.queue, 'received_at', m.received_at, 'stored_at', m.stored_at,
+            'queue', m.queue, 'source', m.source, 'received_at', m.received_at,
+            'stored_at', m.stored_at,
             'attachments', coalesce((
                 SELECT json_agg(json_build_object(
                     'id', a.id, 'position', a.position, 'filename', a.filename,

@@ -23,6 +23,8 @@ pub struct InboundRecord<'a> {
     pub queue: &'a str,
     /// When the edge received the request.
     pub received_at: Option<DateTime<Utc>>,
+    /// The name of the webhook route that received it; `None` on the unnamed default routes.
+    pub source: Option<&'a str>,
 }
 
 /// The inbound idempotency key: lower-case hex sha256 of the exact request body bytes.
@@ -34,10 +36,10 @@ const INSERT_EMAIL: &str = r#"
 INSERT INTO mailroom_inbound_emails (
     dedup_key, sqs_message_id, queue, mode, message_id, from_addr, to_addrs, cc_addrs, subject,
     text_body, html_body, headers, envelope, charsets, content_ids, attachment_info, spam_score,
-    spam_report, spf, dkim, sender_ip, raw_mime, received_at
+    spam_report, spf, dkim, sender_ip, raw_mime, received_at, source
 )
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-        $20, $21, $22, $23)
+        $20, $21, $22, $23, $24)
 ON CONFLICT (dedup_key) DO NOTHING
 RETURNING id
 "#;
@@ -95,6 +97,7 @@ pub async fn insert_inbound(
         .bind(sanitize_opt(e.sender_ip.as_deref()))
         .bind(e.raw_mime.as_deref())
         .bind(rec.received_at)
+        .bind(sanitize_opt(rec.source))
         .fetch_optional(&mut *conn)
         .await
         .map_err(StoreError::query("inserting an inbound email"))?;

@@ -24,6 +24,7 @@ pub mod errors;
 pub mod events;
 pub mod feed;
 pub mod inbound;
+pub mod partitions;
 pub mod status;
 
 pub use dead_letters::keep_dead_letters;
@@ -32,6 +33,7 @@ pub use events::{
     insert_events, insert_new_events, EventRecord, InsertedEvent, EVENTS_PER_STATEMENT,
 };
 pub use inbound::{dedup_key, insert_inbound, InboundRecord};
+pub use partitions::{maintain, MaintenancePlan, MaintenanceReport};
 pub use status::{update_message_status, update_suppressions};
 
 /// A Postgres transaction on the store's pool.

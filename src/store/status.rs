@@ -16,7 +16,10 @@
 //!   shared by both.
 //! - **Once per event.** The statements read only the rows this transaction inserted (the ids
 //!   `insert ... RETURNING` gave back), so a redelivered event, which is not inserted again,
-//!   is not counted again.
+//!   is not counted again. They find those rows by `feed_xid = pg_current_xact_id()` (the
+//!   `(feed_xid, id)` index: one descent per partition of the partitioned `mailroom_events`,
+//!   which has no index on `id` alone) and keep the id list a hashed filter (`id + 0`): as an
+//!   index condition it would be one descent per id in every partition.
 //! - **Set-based and deadlock-free.** One `INSERT ... SELECT ... GROUP BY / DISTINCT ON ... ON
 //!   CONFLICT DO UPDATE` per table per batch, rows in key order, so two workers upserting
 //!   overlapping keys lock them in the same order. A batch locks event keys, then status keys,
@@ -36,7 +39,7 @@ WITH keyed AS (
            e.sg_event_id, e.event, e.occurred_at, e.reason, e.status, e.response,
            e.bounce_type, e.bounce_classification, e.sg_machine_open
     FROM mailroom_events e
-    WHERE e.id = ANY($1::bigint[])
+    WHERE e.feed_xid = pg_current_xact_id() AND (e.id + 0) = ANY($1::bigint[])
       AND mailroom_message_id(e.sg_message_id) IS NOT NULL
       AND mailroom_normalize_email(e.email) IS NOT NULL
 ),
@@ -131,7 +134,7 @@ FROM (
            e.event AS reason, e.reason AS detail, e.sg_event_id, e.occurred_at,
            mailroom_message_id(e.sg_message_id) AS message_id
     FROM mailroom_events e
-    WHERE e.id = ANY($1::bigint[])
+    WHERE e.feed_xid = pg_current_xact_id() AND (e.id + 0) = ANY($1::bigint[])
 ) n
 WHERE email IS NOT NULL AND asm_group_id IS NOT NULL
 ORDER BY email, asm_group_id, occurred_at DESC NULLS LAST, active DESC,

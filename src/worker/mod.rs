@@ -9,6 +9,7 @@
 //! `run` then uses, so the two cannot drift.
 
 mod check;
+mod maintenance;
 mod registration;
 
 use std::future::Future;
@@ -243,6 +244,7 @@ impl Worker {
         }
         let forwarders =
             crate::forward::spawn_all(&store, &config.forwards, stop_background.clone());
+        let maintenance = maintenance::spawn(&store, &config.retention, stop_background.clone());
         tokio::spawn(report_quiet(
             quiet.clone(),
             notifier.clone(),
@@ -281,6 +283,10 @@ impl Worker {
         for forwarder in forwarders {
             // Each stops at once on cancel (what it did not acknowledge is delivered again).
             let _ = forwarder.await;
+        }
+        if let Some(maintenance) = maintenance {
+            // Stops at once on cancel; an unfinished step's transaction rolls back.
+            let _ = maintenance.await;
         }
         // The last spans (the drain's acks) go out before the process ends.
         tokio::task::spawn_blocking(mailroom_otel::shutdown)

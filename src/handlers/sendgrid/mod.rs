@@ -284,6 +284,7 @@ impl SendgridHandler {
                     sqs_message_id: &job.message_id,
                     queue: &job.queue,
                     received_at: received_at(job),
+                    source: source(job),
                 })),
                 Body::Inbound { .. } => None,
             })
@@ -314,6 +315,7 @@ impl SendgridHandler {
                     sqs_message_id: &job.message_id,
                     queue: &job.queue,
                     received_at: received_at(job),
+                    source: source(job),
                 };
                 if let Some(id) = insert_inbound(&mut tx, &rec).await? {
                     stored.emails.push(NewEmail {
@@ -391,6 +393,15 @@ fn off_the_runtime<T>(decode: impl FnOnce() -> T) -> T {
 /// When the edge received the request; the SQS send time for legacy shapes that do not say.
 fn received_at(job: &Job) -> Option<chrono::DateTime<chrono::Utc>> {
     job.envelope.received_at.or(job.sent_at)
+}
+
+/// The named webhook route that received the callback, stored as each row's `source`; `None`
+/// on the unnamed default routes and for legacy shapes, which carry no route.
+fn source(job: &Job) -> Option<&str> {
+    job.envelope
+        .source
+        .as_ref()
+        .and_then(|s| s.webhook.as_deref())
 }
 
 /// What a failed write means for the job(s) that were being written.
