@@ -16,6 +16,14 @@ pub const MAX_BATCH_SIZE: u32 = 10;
 /// Longest visibility timeout SQS allows (12 hours).
 pub const MAX_VISIBILITY_TIMEOUT_SECS: u32 = 43_200;
 
+/// Default `[worker] total_concurrency`.
+pub const DEFAULT_TOTAL_CONCURRENCY: u32 = 200;
+/// Default `batch_window_ms`: one Postgres transaction per 20 ms of receives instead of one
+/// per receive (on the bench, 1.4-1.8x less worker CPU per message than no window).
+pub const DEFAULT_BATCH_WINDOW_MS: u64 = 20;
+/// Default `max_batch_messages`.
+pub const DEFAULT_MAX_BATCH_MESSAGES: u32 = 100;
+
 /// Default `[worker] max_body_bytes_in_flight`: one body of the 64 MiB envelope limit at a time.
 pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
 
@@ -80,7 +88,10 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            total_concurrency: 64,
+            // What the bench measures (BENCHMARKS.md): at 10 ms of SQS latency each message is
+            // held ~55 ms, so 64 permits, not CPU, capped the rate; 200 keeps peak RSS under
+            // 50 MiB.
+            total_concurrency: DEFAULT_TOTAL_CONCURRENCY,
             shutdown_timeout_secs: 25,
             scheduling: Scheduling::Weighted,
             max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
@@ -258,7 +269,7 @@ pub struct QueueConfig {
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u32,
     /// Gather messages from several receives for up to this long into one handler batch.
-    #[serde(default)]
+    #[serde(default = "default_batch_window")]
     pub batch_window_ms: u64,
     /// Most messages in one handler batch.
     #[serde(default = "default_max_batch")]
@@ -267,13 +278,60 @@ pub struct QueueConfig {
     /// "sqs" (left to the queue's redrive policy).
     #[serde(default)]
     pub dead_letter: DeadLetterMode,
-    /// Concurrent long polls for this queue; by default enough to keep its handlers busy.
-    pub receive_loops: Option<u32>,
+    /// Concurrent long polls for this queue: "auto" (default: adapted between 1 and
+    /// concurrency / batch_size, at most 16) or a number, the most it adapts up to.
+    #[serde(default)]
+    pub receive_loops: ReceiveLoopsSetting,
     /// What the SQS bodies are: "envelope" (mailroom-router's envelope, the legacy API Gateway
     /// shapes, or an S3 pointer to one) or "plain" (an application's own messages, handed to the
     /// handler exactly as sent, as `Kind::Message`).
     #[serde(default)]
     pub message_format: MessageFormat,
+}
+
+/// `receive_loops`: how many long polls a queue may keep open at once. Either way the engine
+/// adapts the number that actually poll to what the receives bring (`engine/adapt.rs`): one on
+/// an idle queue, more while receives come back full with permits free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReceiveLoopsSetting {
+    /// Up to enough loops to fill the queue's concurrency (concurrency / batch_size), at most
+    /// [`MAX_AUTO_RECEIVE_LOOPS`].
+    #[default]
+    Auto,
+    /// Up to this many.
+    Max(u32),
+}
+
+/// The most loops `receive_loops = "auto"` opens for one queue.
+pub const MAX_AUTO_RECEIVE_LOOPS: u32 = 16;
+
+impl<'de> Deserialize<'de> for ReceiveLoopsSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ReceiveLoopsSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of loops")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u32::try_from(v)
+                    .map(ReceiveLoopsSetting::Max)
+                    .map_err(|_| E::custom(format!("receive_loops {v} is out of range")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "auto" => Ok(ReceiveLoopsSetting::Auto),
+                    other => Err(E::custom(format!(
+                        "receive_loops must be \"auto\" or a number, not \"{other}\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -311,7 +369,10 @@ fn default_heartbeat() -> u32 {
     20
 }
 fn default_max_batch() -> u32 {
-    50
+    DEFAULT_MAX_BATCH_MESSAGES
+}
+fn default_batch_window() -> u64 {
+    DEFAULT_BATCH_WINDOW_MS
 }
 
 /// Everything wrong with a config, each with the key it concerns.
@@ -475,7 +536,7 @@ impl Config {
             if q.max_batch_messages == 0 {
                 problems.push(format!("{at}: max_batch_messages must be at least 1"));
             }
-            if q.receive_loops == Some(0) {
+            if q.receive_loops == ReceiveLoopsSetting::Max(0) {
                 problems.push(format!("{at}: receive_loops must be at least 1"));
             }
         }
@@ -539,10 +600,16 @@ impl Config {
 }
 
 impl QueueConfig {
-    /// Receive loops: enough concurrent long polls to fill the queue's concurrency, at most 16.
+    /// The most receive loops: `receive_loops`, or for "auto" enough concurrent long polls to
+    /// fill the queue's concurrency, at most [`MAX_AUTO_RECEIVE_LOOPS`]. How many of them poll
+    /// adapts below that (`engine/adapt.rs`).
     pub fn receive_loops(&self, concurrency: u32) -> u32 {
-        self.receive_loops
-            .unwrap_or_else(|| concurrency.div_ceil(self.batch_size).clamp(1, 16))
+        match self.receive_loops {
+            ReceiveLoopsSetting::Max(n) => n,
+            ReceiveLoopsSetting::Auto => concurrency
+                .div_ceil(self.batch_size)
+                .clamp(1, MAX_AUTO_RECEIVE_LOOPS),
+        }
     }
 
     /// Visibility for the next attempt after a failed attempt `receive_count` (1-based), or None
@@ -581,8 +648,16 @@ mod tests {
         let q = &c.queues[0];
         assert_eq!(q.wait_time_secs, 20);
         assert_eq!(q.batch_size, 10);
-        assert_eq!(c.queue_concurrency(q), 64);
-        assert_eq!(q.receive_loops(64), 7);
+        assert_eq!(c.queue_concurrency(q), 200);
+        assert_eq!(q.batch_window_ms, 20);
+        assert_eq!(q.max_batch_messages, 100);
+        assert_eq!(q.receive_loops, ReceiveLoopsSetting::Auto);
+        assert_eq!(q.receive_loops(200), 16, "auto: at most 16");
+        assert_eq!(
+            q.receive_loops(64),
+            7,
+            "auto: enough to fill the concurrency"
+        );
     }
 
     #[test]
@@ -698,6 +773,24 @@ mod handler_sections {
                 .and_then(|s| s.get(EVENT_WEBHOOK_PUBLIC_KEY)),
             Some(&toml::Value::String("k".into()))
         );
+    }
+
+    #[test]
+    fn receive_loops_is_auto_or_a_maximum() {
+        let parse =
+            |v: &str| toml::from_str::<Config>(&format!("{MINIMAL}\nreceive_loops = {v}\n"));
+        let c = parse("\"auto\"").unwrap();
+        assert_eq!(c.queues[0].receive_loops, ReceiveLoopsSetting::Auto);
+        let c = parse("4").unwrap();
+        assert_eq!(c.queues[0].receive_loops(200), 4, "a number is the maximum");
+        let err = parse("\"many\"").unwrap_err().to_string();
+        assert!(
+            err.contains("receive_loops must be \"auto\" or a number"),
+            "{err}"
+        );
+        let c = parse("0").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("receive_loops must be at least 1"), "{err}");
     }
 
     #[test]

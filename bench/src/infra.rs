@@ -13,7 +13,16 @@ use sqlx::{Connection, PgConnection};
 use crate::data::Message;
 
 pub struct Env {
+    /// The SQS server itself: filling queues and creating them go here, undelayed.
     pub endpoint: String,
+    /// What the measured clients (worker, ideal client, peers) talk to: the delay proxy when
+    /// `BENCH_SQS_LATENCY_MS` is set, else the server itself.
+    pub worker_endpoint: String,
+    /// An SQS client on `worker_endpoint`, for the ideal client.
+    pub measured_sqs: Client,
+    /// The added SQS latency each way (0: none).
+    pub latency: Duration,
+    _proxy: Option<crate::latency::DelayProxy>,
     /// Admin URL (any database on the server), used to create the bench databases.
     pub admin_url: String,
     pub mailroom: PathBuf,
@@ -28,6 +37,7 @@ impl Env {
         admin_url: &str,
         mailroom: &Path,
         work: &Path,
+        latency: Duration,
     ) -> Result<Self> {
         for (k, v) in [
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -49,8 +59,25 @@ impl Env {
                 .build(),
         );
         std::fs::create_dir_all(work)?;
+        let proxy = if latency.is_zero() {
+            None
+        } else {
+            Some(crate::latency::start(endpoint, latency).await?)
+        };
+        let worker_endpoint = proxy
+            .as_ref()
+            .map_or_else(|| endpoint.to_string(), |p| p.url.clone());
+        let measured = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&worker_endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
         Ok(Self {
             endpoint: endpoint.into(),
+            worker_endpoint,
+            measured_sqs: Client::new(&measured),
+            latency,
+            _proxy: proxy,
             admin_url: admin_url.into(),
             mailroom: mailroom.into(),
             work: work.into(),
@@ -167,7 +194,8 @@ impl Env {
         }
     }
 
-    /// Write a worker config for one queue; returns its path.
+    /// Write a worker config for one queue; returns its path. Only what `t` sets is written:
+    /// everything else is the shipped default, so the bench measures what a user gets.
     pub fn config_file(
         &self,
         name: &str,
@@ -176,33 +204,23 @@ impl Env {
         t: &WorkerTuning,
     ) -> Result<PathBuf> {
         let path = self.work.join(format!("{name}.toml"));
+        let line = |key: &str, v: Option<String>| v.map(|v| format!("{key} = {v}\n")).unwrap_or_default();
         let text = format!(
             r#"[worker]
-total_concurrency = {concurrency}
 shutdown_timeout_secs = 5
-[sqs]
+{total}[sqs]
 endpoint_url = "{endpoint}"
 region = "us-east-1"
-ack_flush_interval_ms = {ack}
-[store]
+{ack}[store]
 database_url = "{database_url}"
-max_connections = {conns}
-[telemetry]
+{conns}[telemetry]
 log_format = "json"
 [[queue]]
 name = "{name}"
 url = "{queue_url}"
 handler = "sendgrid"
-concurrency = {concurrency}
-wait_time_secs = 1
-batch_size = 10
-visibility_timeout_secs = 60
-heartbeat_secs = 20
-batch_window_ms = {window}
-max_batch_messages = {max_batch}
-receive_loops = {loops}
 retry_intervals_secs = [1, 2, 5]
-{hooks}
+{concurrency}{window}{max_batch}{loops}{hooks}
 "#,
             // BENCH_BUILTIN_HOOKS=off: the sendgrid handler without its message-status and
             // suppressions hooks, to measure what they cost.
@@ -211,13 +229,14 @@ retry_intervals_secs = [1, 2, 5]
             } else {
                 ""
             },
-            concurrency = t.concurrency,
-            endpoint = self.endpoint,
-            ack = t.ack_flush_ms,
-            conns = t.max_connections,
-            window = t.batch_window_ms,
-            max_batch = t.max_batch_messages,
-            loops = t.receive_loops,
+            total = line("total_concurrency", t.concurrency.map(|v| v.to_string())),
+            concurrency = line("concurrency", t.concurrency.map(|v| v.to_string())),
+            endpoint = self.worker_endpoint,
+            ack = line("ack_flush_interval_ms", t.ack_flush_ms.map(|v| v.to_string())),
+            conns = line("max_connections", t.max_connections.map(|v| v.to_string())),
+            window = line("batch_window_ms", t.batch_window_ms.map(|v| v.to_string())),
+            max_batch = line("max_batch_messages", t.max_batch_messages.map(|v| v.to_string())),
+            loops = line("receive_loops", t.receive_loops.map(|v| v.to_string())),
         );
         std::fs::write(&path, text)?;
         Ok(path)
@@ -239,25 +258,37 @@ retry_intervals_secs = [1, 2, 5]
     }
 }
 
-#[derive(Debug, Clone)]
+/// Overrides of the worker's shipped defaults, each `None` (the default) unless a `BENCH_*`
+/// variable or a special row (memory) sets it.
+#[derive(Debug, Clone, Default)]
 pub struct WorkerTuning {
-    pub concurrency: u32,
-    pub receive_loops: u32,
-    pub batch_window_ms: u64,
-    pub max_batch_messages: u32,
-    pub max_connections: u32,
-    pub ack_flush_ms: u64,
+    pub concurrency: Option<u32>,
+    pub receive_loops: Option<u32>,
+    pub batch_window_ms: Option<u64>,
+    pub max_batch_messages: Option<u32>,
+    pub max_connections: Option<u32>,
+    pub ack_flush_ms: Option<u64>,
 }
 
-impl Default for WorkerTuning {
-    fn default() -> Self {
-        Self {
-            concurrency: 200,
-            receive_loops: 8,
-            batch_window_ms: 20,
-            max_batch_messages: 100,
-            max_connections: 4,
-            ack_flush_ms: 5,
+impl WorkerTuning {
+    /// What the bench's header says the worker ran with.
+    pub fn describe(&self) -> String {
+        let mut set = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                set.push(format!("{k} {v}"));
+            }
+        };
+        add("concurrency", self.concurrency.map(|v| v.to_string()));
+        add("receive_loops", self.receive_loops.map(|v| v.to_string()));
+        add("batch_window_ms", self.batch_window_ms.map(|v| v.to_string()));
+        add("max_batch_messages", self.max_batch_messages.map(|v| v.to_string()));
+        add("max_connections", self.max_connections.map(|v| v.to_string()));
+        add("ack_flush_interval_ms", self.ack_flush_ms.map(|v| v.to_string()));
+        if set.is_empty() {
+            "the shipped defaults".into()
+        } else {
+            format!("the shipped defaults except {}", set.join(", "))
         }
     }
 }

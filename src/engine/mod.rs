@@ -1,9 +1,11 @@
 //! The engine: per queue, several long polls run concurrently with the handlers, each receiving
 //! only as many messages as there are free permits (so nothing waits in memory while its
-//! visibility timeout runs); a batcher groups what was received into handler batches; the acker
+//! visibility timeout runs), as many polls as the receives show the queue needs (`adapt.rs`:
+//! one on an idle queue, more while receives come back full with permits free); a batcher groups what was received into handler batches; the acker
 //! turns outcomes into coalesced SQS calls; the heartbeat extends what runs long; and shutdown
 //! drains, then releases what it will not finish.
 
+mod adapt;
 mod batcher;
 mod budget;
 mod heartbeat;
@@ -27,6 +29,7 @@ use crate::handler::{DeadLetterSink, Handler, Registry};
 use crate::s3::Bodies;
 use crate::sqs;
 
+pub use adapt::{LoopController, LoopState, ReceiveLoops, ReceiveSample};
 use batcher::batcher;
 use heartbeat::{heartbeat, report_in_flight};
 pub use inflight::InFlight;
@@ -42,6 +45,8 @@ pub struct QueueRuntime {
     /// Last receive returned messages (for strict priority).
     busy: AtomicBool,
     priority: i32,
+    /// How many of its receive loops poll now (`adapt.rs`).
+    loops: Arc<adapt::LoopState>,
 }
 
 /// What every task of the engine shares.
@@ -208,7 +213,9 @@ impl Engine {
                 .cloned()
                 .ok_or_else(|| EngineError::Unresolved(q.name.clone()))?;
             let concurrency = config.queue_concurrency(q);
+            let max_loops = q.receive_loops(concurrency);
             queues.push(Arc::new(QueueRuntime {
+                loops: Arc::new(adapt::LoopState::new(queue.name.clone(), max_loops)),
                 config: q.clone(),
                 queue,
                 handler,
@@ -242,6 +249,14 @@ impl Engine {
         self.shared.inflight.clone()
     }
 
+    /// Each queue's receive loops: how many poll now, at most, and at peak (for tests and
+    /// telemetry).
+    pub fn receive_loops(&self) -> ReceiveLoops {
+        ReceiveLoops {
+            queues: self.queues.iter().map(|q| q.loops.clone()).collect(),
+        }
+    }
+
     /// Run until `shutdown` resolves, then drain and release. Returns once every ack is sent.
     pub async fn run(
         self,
@@ -263,9 +278,12 @@ impl Engine {
 
         for queue in &queues {
             let (tx, rx) = mpsc::unbounded_channel();
-            let concurrency = config.queue_concurrency(&queue.config);
-            for _ in 0..queue.config.receive_loops(concurrency) {
+            // The most loops the queue may use; `adapt.rs` decides how many poll, the rest
+            // wait parked (no permits, no request).
+            for index in 0..queue.loops.max() {
                 loops.spawn(receive_loop(ReceiveLoop {
+                    index,
+                    turn: queue.loops.watch(),
                     queue: queue.clone(),
                     all: queues.clone(),
                     scheduling,

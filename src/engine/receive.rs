@@ -1,6 +1,8 @@
 //! The receive loops: each long-polls its queue for only as many messages as there are free
 //! permits (queue and global), registers what it got in the in-flight registry, and hands it to
 //! the queue's batcher. Under strict priority a loop yields to busier queues of higher priority.
+//! Each receive's result goes to the queue's loop controller (`adapt.rs`); loop `index` polls
+//! only while the controller's target is above it, and otherwise waits parked.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use crate::backoff::Backoff;
 use crate::config::Scheduling;
 use crate::sqs;
 
+use super::adapt::ReceiveSample;
 use super::inflight::Permits;
 use super::process::Delivery;
 use super::trace;
@@ -20,6 +23,9 @@ use super::{QueueRuntime, Shared};
 use tracing::Instrument;
 
 pub(super) struct ReceiveLoop {
+    /// This loop's place among the queue's loops: it polls while `index < target`.
+    pub(super) index: u32,
+    pub(super) turn: watch::Receiver<u32>,
     pub(super) queue: Arc<QueueRuntime>,
     pub(super) all: Vec<Arc<QueueRuntime>>,
     pub(super) scheduling: Scheduling,
@@ -48,6 +54,13 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                 changed = this.quiet.changed() => if changed.is_err() { break },
             }
         }
+        // Parked while the controller wants fewer loops than this one's place.
+        while *this.turn.borrow_and_update() <= this.index {
+            tokio::select! {
+                _ = this.stop.cancelled() => return,
+                changed = this.turn.changed() => if changed.is_err() { return },
+            }
+        }
         if this.scheduling == Scheduling::StrictPriority && outranked(queue, &this.all) {
             tokio::select! {
                 _ = this.stop.cancelled() => return,
@@ -68,6 +81,8 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
         // dropping it would hide them for a whole visibility timeout. It ends within
         // `wait_time_secs`; what it brings is registered, then released by the shutdown.
         let receive_span = trace::receive(&queue.queue.name, permits.len());
+        let asked = permits.len() as u32;
+        let open = queue.loops.poll_open();
         let result = sqs::receive(
             &this.sqs,
             &queue.queue.url,
@@ -77,6 +92,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
         )
         .instrument(receive_span.clone())
         .await;
+        drop(open);
         this.liveness.bump();
         match result {
             Ok(messages) => {
@@ -85,6 +101,16 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                     tracing::info!(queue = %queue.queue.name, failures, "receiving again after errors");
                 }
                 queue.busy.store(!messages.is_empty(), Ordering::Relaxed);
+                permits.truncate(messages.len());
+                queue.loops.observe(ReceiveSample {
+                    asked,
+                    got: messages.len() as u32,
+                    batch_size: settings.batch_size,
+                    free_permits: queue
+                        .permits
+                        .available_permits()
+                        .min(this.shared.global.available_permits()),
+                });
                 if messages.is_empty() {
                     metrics::counter!("mailroom_empty_receives_total", "queue" => queue.queue.name.to_string()).increment(1);
                     continue;
@@ -92,7 +118,6 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                 metrics::counter!("mailroom_messages_received_total", "queue" => queue.queue.name.to_string())
                     .increment(messages.len() as u64);
                 receive_span.record("messaging.batch.message_count", messages.len());
-                permits.truncate(messages.len());
                 let deliveries = messages
                     .into_iter()
                     .zip(permits)

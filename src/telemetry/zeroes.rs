@@ -47,6 +47,7 @@ pub fn register_zeroes(config: &Config) {
                 .absolute(0);
         }
         metrics::gauge!("mailroom_in_flight", "queue" => queue.clone()).set(0.0);
+        metrics::gauge!("mailroom_receive_loops", "queue" => queue.clone()).set(0.0);
     }
     crate::forward::register_zeroes(&config.forwards);
 }
