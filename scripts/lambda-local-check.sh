@@ -2,11 +2,14 @@
 # The built Lambda bootstrap, run as Lambda runs it, against a real SQS server: `cargo lambda
 # watch --only-lambda-apis` (cargo-lambda's local Lambda control plane: Runtime API, Invoke API,
 # function URLs) runs on loopback without building or starting anything itself; the prebuilt
-# x86_64 bootstrap polls it like the provided.al2023 runtime's; each callback goes to a queue
-# this script creates on rustack, and is read back and compared byte for byte.
+# bootstrap (x86_64, or arm64 under qemu-user) polls it like the provided.al2023 runtime's;
+# each callback goes to a queue this script creates on rustack, and is read back and compared
+# byte for byte.
 #
 #   scripts/lambda-local-check.sh                  # builds the x86_64 bootstrap (dev profile) first
-#   scripts/lambda-local-check.sh --release        # ... release profile (slower, what ships)
+#   scripts/lambda-local-check.sh --release        # ... release profile (slower)
+#   scripts/lambda-local-check.sh --arm64          # the arm64 release bootstrap deploy/ ships, run
+#                                                  # under qemu-user (apt: qemu-user, libc6-arm64-cross)
 #   MAILROOM_LAMBDA_BOOTSTRAP=path/to/bootstrap scripts/lambda-local-check.sh   # no build
 #
 # Two invocations: the Invoke API with the API Gateway HTTP API (v2) fixture
@@ -21,10 +24,12 @@ cd "$ROOT"
 trap 'stop_started; [ -z "${QUEUE_URL:-}" ] || sqs DeleteQueue "{\"QueueUrl\":\"$QUEUE_URL\"}" >/dev/null 2>&1 || true' EXIT
 
 build_args=(--x86-64 --dev)
+runner=()
 for arg in "$@"; do
   case "$arg" in
     --release) build_args=(--x86-64) ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --arm64) build_args=(--arm64); runner=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) log "unknown argument: $arg (see --help)"; exit 2 ;;
   esac
 done
@@ -33,9 +38,16 @@ ensure_cargo_lambda
 if [ -n "${MAILROOM_LAMBDA_BOOTSTRAP:-}" ]; then
   BOOTSTRAP="$MAILROOM_LAMBDA_BOOTSTRAP"
 else
-  BOOTSTRAP=$(scripts/lambda-build.sh "${build_args[@]}" | tail -n1)
+  # lambda-build.sh prints the sizes, then the bootstrap's path last.
+  BOOTSTRAP=$(scripts/lambda-build.sh "${build_args[@]}" | tee /dev/stderr | tail -n1)
 fi
 [ -x "$BOOTSTRAP" ] || { log "no executable bootstrap at $BOOTSTRAP"; exit 1; }
+if [ ${#runner[@]} -gt 0 ] && { ! command -v qemu-aarch64 >/dev/null 2>&1 \
+     || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; }; then
+  log "installing qemu-user and the arm64 glibc (apt) to run the arm64 bootstrap"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    qemu-user libc6-arm64-cross >/dev/null
+fi
 
 export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 sqs() { # sqs ACTION JSON: one SQS JSON-protocol call, its answer on stdout
@@ -62,7 +74,7 @@ wait_for 30 "cargo lambda watch on port $port" bash -c "exec 3<>/dev/tcp/127.0.0
 AWS_LAMBDA_FUNCTION_NAME=_ AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 \
   AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt" \
   MAILROOM_EVENTS_QUEUE_URL="$QUEUE_URL" MAILROOM_INBOUND_QUEUE_URL="$QUEUE_URL" \
-  "$BOOTSTRAP" >"$STACK_DIR/lambda-bootstrap.log" 2>&1 &
+  "${runner[@]}" "$BOOTSTRAP" >"$STACK_DIR/lambda-bootstrap.log" 2>&1 &
 STARTED_PIDS+=($!)
 bootstrap_pid=$!
 

@@ -67,11 +67,13 @@ else
 fi
 
 # The Lambda package, opt-in (MAILROOM_CI_LAMBDA=1): the arm64 release cross build that
-# deploy/ ships (about 15 minutes here, heavy on 2 cores), then the x86_64 bootstrap (dev
-# profile) under cargo-lambda's local Lambda emulator, posting to this run's rustack.
+# deploy/ ships (about 15 minutes here, heavy on 2 cores), that bootstrap under qemu-user, then
+# the x86_64 bootstrap (dev profile), each under cargo-lambda's local Lambda emulator, posting
+# to this run's rustack.
 if [ -n "${MAILROOM_CI_LAMBDA:-}" ]; then
   step "Lambda: scripts/lambda-build.sh (arm64 release) and scripts/lambda-local-check.sh"
   scripts/lambda-build.sh
+  scripts/lambda-local-check.sh --arm64
   scripts/lambda-local-check.sh
 else
   log "Lambda build and local check skipped (opt in with MAILROOM_CI_LAMBDA=1)"
