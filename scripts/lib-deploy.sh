@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are read by the caller
 # Pinned installs of the deploy tools, sourced after lib.sh (it needs TOOLS_DIR and log):
 # cargo-lambda (its PyPI package brings zig, the cross linker) for the Lambda bootstrap, and
 # cfn-lint for deploy/template.yaml. Each lives in its own virtualenv under $TOOLS_DIR, so a
