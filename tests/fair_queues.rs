@@ -137,10 +137,25 @@ async fn through(endpoint: &str, fair: bool) {
         want,
         "a standard queue keeps each message's group (fair queues), or has none"
     );
+    let on_fifo = sqs
+        .get_queue_attributes()
+        .queue_url(&fifo_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .expect("FIFO queue attributes");
+    assert_eq!(
+        on_fifo
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .map(String::as_str),
+        Some("1"),
+        "SendGrid's retry of the same post is one FIFO message (deduplicated by the body's digest)"
+    );
     assert_eq!(
         group_ids(&sqs, &fifo_url, 1).await,
         [Some("ordered".to_owned())],
-        "the FIFO queue got one message in the route's group"
+        "the FIFO message is in the route's group"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
 

@@ -19,7 +19,7 @@ impl Sink for NoopSink {
         _queue_url: &str,
         body: String,
         _attributes: Vec<Attribute>,
-        _group_id: Option<&str>,
+        _grouping: mailroom_router::sink::Grouping<'_>,
     ) -> Result<String, SinkError> {
         black_box(body);
         Ok("noop".to_owned())

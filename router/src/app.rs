@@ -26,9 +26,10 @@ use crate::config::Config;
 use crate::message_group::message_group_id;
 use crate::request::{CallbackRequest, Reply};
 use crate::routing::{self, kind_name, Route, Target};
-use crate::sink::{Attribute, Sink};
+use crate::sink::{Attribute, Grouping, Sink};
 use crate::telemetry;
 use crate::unknown_webhooks::UnknownWebhooks;
+use sha2::{Digest, Sha256};
 
 /// Request headers never copied into the envelope: credentials don't belong in a queue or a
 /// database.
@@ -51,7 +52,7 @@ struct Outgoing<'a> {
     queue_url: &'a str,
     body: String,
     attributes: Vec<Attribute>,
-    group_id: Option<&'a str>,
+    grouping: Grouping<'a>,
 }
 
 impl<S: Sink> App<S> {
@@ -84,6 +85,9 @@ impl<S: Sink> App<S> {
                 let kind = target.kind;
                 let body = mailroom_envelope::encode(&self.envelope(&target, &request));
                 let group_id = message_group_id(&target, &request.body);
+                let dedup_id = queue_url
+                    .ends_with(".fifo")
+                    .then(|| hex::encode(Sha256::digest(&request.body)));
                 let mut attributes = vec![
                     Attribute::string(ATTR_KIND, kind_name(kind)),
                     Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
@@ -105,7 +109,10 @@ impl<S: Sink> App<S> {
                     queue_url,
                     body,
                     attributes,
-                    group_id: group_id.as_deref(),
+                    grouping: Grouping {
+                        group_id: group_id.as_deref(),
+                        dedup_id: dedup_id.as_deref(),
+                    },
                 };
                 let reply = self
                     .deliver(outgoing, &request.request_id)
@@ -218,7 +225,7 @@ impl<S: Sink> App<S> {
                     queue_url,
                     body: event.to_owned(),
                     attributes: vec![Attribute::string(ATTR_KIND, kind_name(kind))],
-                    group_id: None,
+                    grouping: Grouping::default(),
                 };
                 self.deliver(outgoing, request_id).await
             }
@@ -312,7 +319,7 @@ impl<S: Sink> App<S> {
             queue_url,
             body,
             mut attributes,
-            group_id,
+            grouping,
         } = outgoing;
         let size = body.len();
         let body = if size + attributes_size(&attributes) > self.config.max_message_bytes {
@@ -348,7 +355,7 @@ impl<S: Sink> App<S> {
         };
         match self
             .sink
-            .send_message(queue_url, body, attributes, group_id)
+            .send_message(queue_url, body, attributes, grouping)
             .await
         {
             Ok(message_id) => {
@@ -642,11 +649,17 @@ impl<S: Sink> App<S> {
         // A route's message group by field applies to event batches only; an inbound post gets
         // its route's label, which needs no body.
         let group_id = message_group_id(&inbound.target, b"");
+        // A streamed body's digest is not known before it is all in; on a FIFO queue the sink
+        // deduplicates by the pointer (one per request), and the worker by the body's SHA-256.
+        let grouping = Grouping {
+            group_id: group_id.as_deref(),
+            dedup_id: None,
+        };
         let request_id = &request.request_id;
         let reply = async {
             match self
                 .sink
-                .send_message(inbound.queue_url, body, attributes, group_id.as_deref())
+                .send_message(inbound.queue_url, body, attributes, grouping)
                 .await
             {
                 Ok(message_id) => {

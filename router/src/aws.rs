@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::sink::{Attribute, AttributeValue, Sink, SinkError, UploadedPart};
+use crate::sink::{Attribute, AttributeValue, Grouping, Sink, SinkError, UploadedPart};
 
 /// SQS and S3 clients.
 #[derive(Clone, Debug)]
@@ -83,18 +83,26 @@ impl Sink for AwsSink {
         queue_url: &str,
         body: String,
         attributes: Vec<Attribute>,
-        group_id: Option<&str>,
+        grouping: Grouping<'_>,
     ) -> Result<String, SinkError> {
         let fail = |reason: String| SinkError::Sqs {
             queue_url: queue_url.to_owned(),
             reason,
         };
         // A FIFO queue requires a group and a deduplication id (unless the queue has
-        // content-based deduplication, which a caller cannot know): the body's digest makes
-        // SendGrid's retry of the same small post within SQS's 5-minute window one message.
+        // content-based deduplication, which a caller cannot know). The caller's id is the
+        // request body's digest; without one, the message body's digest at least satisfies
+        // the queue.
         let fifo = queue_url.ends_with(".fifo");
-        let group_id = group_id.or(fifo.then_some(crate::routing::DEFAULT_ROUTE_LABEL));
-        let dedup_id = fifo.then(|| hex::encode(Sha256::digest(body.as_bytes())));
+        let group_id = grouping
+            .group_id
+            .or(fifo.then_some(crate::routing::DEFAULT_ROUTE_LABEL));
+        let dedup_id = fifo.then(|| {
+            grouping.dedup_id.map_or_else(
+                || hex::encode(Sha256::digest(body.as_bytes())),
+                str::to_owned,
+            )
+        });
         let mut request = self
             .sqs
             .send_message()

@@ -45,6 +45,17 @@ impl Attribute {
     }
 }
 
+/// A message's SQS grouping, when its route sets one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grouping<'a> {
+    /// `MessageGroupId`: fair queues on standard queues, ordering groups on FIFO queues.
+    pub group_id: Option<&'a str>,
+    /// `MessageDeduplicationId` for FIFO queues: the SHA-256 of the request body, so SendGrid's
+    /// retry of the same post within SQS's 5-minute window is one message. The envelope itself
+    /// differs per request (receive time, request id), so it cannot serve.
+    pub dedup_id: Option<&'a str>,
+}
+
 /// Why the sink could not take a message; the `Display` is logged, never shown to callers.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -89,14 +100,12 @@ where
 /// Where accepted callbacks go.
 pub trait Sink: Send + Sync {
     /// Sends one message; resolves to the SQS message id once SQS has accepted it.
-    /// `group_id` is SQS's `MessageGroupId` (fair queues on standard queues, ordering groups on
-    /// FIFO queues), when the route sets one.
     fn send_message(
         &self,
         queue_url: &str,
         body: String,
         attributes: Vec<Attribute>,
-        group_id: Option<&str>,
+        grouping: Grouping<'_>,
     ) -> impl Future<Output = Result<String, SinkError>> + Send;
 
     /// Stores one object; resolves once S3 has accepted it.
@@ -165,9 +174,9 @@ impl<S: Sink> Sink for std::sync::Arc<S> {
         queue_url: &str,
         body: String,
         attributes: Vec<Attribute>,
-        group_id: Option<&str>,
+        grouping: Grouping<'_>,
     ) -> impl Future<Output = Result<String, SinkError>> + Send {
-        (**self).send_message(queue_url, body, attributes, group_id)
+        (**self).send_message(queue_url, body, attributes, grouping)
     }
 
     fn put_object(

@@ -328,3 +328,27 @@ fn routes_can_come_from_a_file() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn a_fifo_route_deduplicates_sendgrids_retry_by_the_request_body() {
+    let routes = r#"{"events": {"ordered": {"queue_url": "http://queue.local/ordered.fifo",
+                                           "message_group": "webhook"}}}"#;
+    let (app, sink) = app_at(&[("MAILROOM_ROUTES", routes.to_owned())], NOW);
+    let body = br#"[{"event":"open","sg_event_id":"f"}]"#;
+    for _ in 0..2 {
+        let reply = app.handle(events("/sendgrid/events/ordered", body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let reply = app.handle(events("/sendgrid/events", body)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let sent = sink.sent();
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(body));
+    assert_eq!(sent[0].dedup_id.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        sent[0].dedup_id, sent[1].dedup_id,
+        "the retry has the same id"
+    );
+    assert_ne!(sent[0].body, sent[1].body, "though the envelopes differ");
+    assert_eq!(sent[2].dedup_id, None, "a standard queue gets none");
+}

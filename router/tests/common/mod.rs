@@ -16,6 +16,7 @@ pub struct Sent {
     pub body: String,
     pub attributes: Vec<Attribute>,
     pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
 }
 
 impl Sent {
@@ -58,7 +59,7 @@ impl Sink for FakeSink {
         queue_url: &str,
         body: String,
         attributes: Vec<Attribute>,
-        group_id: Option<&str>,
+        grouping: mailroom_router::sink::Grouping<'_>,
     ) -> Result<String, SinkError> {
         if self.fail_sqs.load(Ordering::SeqCst) {
             return Err(SinkError::Sqs {
@@ -71,7 +72,8 @@ impl Sink for FakeSink {
             queue_url: queue_url.to_owned(),
             body,
             attributes,
-            group_id: group_id.map(str::to_owned),
+            group_id: grouping.group_id.map(str::to_owned),
+            dedup_id: grouping.dedup_id.map(str::to_owned),
         });
         Ok(format!("msg-{}", sent.len()))
     }
