@@ -777,8 +777,9 @@ mod handler_sections {
 
     #[test]
     fn receive_loops_is_auto_or_a_maximum() {
-        let parse =
-            |v: &str| toml::from_str::<Config>(&format!("{}\nreceive_loops = {v}\n", super::tests::MINIMAL));
+        let parse = |v: &str| {
+            toml::from_str::<Config>(&format!("{}\nreceive_loops = {v}\n", super::tests::MINIMAL))
+        };
         let c = parse("\"auto\"").unwrap();
         assert_eq!(c.queues[0].receive_loops, ReceiveLoopsSetting::Auto);
         let c = parse("4").unwrap();

@@ -204,7 +204,8 @@ impl Env {
         t: &WorkerTuning,
     ) -> Result<PathBuf> {
         let path = self.work.join(format!("{name}.toml"));
-        let line = |key: &str, v: Option<String>| v.map(|v| format!("{key} = {v}\n")).unwrap_or_default();
+        let line =
+            |key: &str, v: Option<String>| v.map(|v| format!("{key} = {v}\n")).unwrap_or_default();
         let text = format!(
             r#"[worker]
 shutdown_timeout_secs = 5
@@ -232,10 +233,16 @@ retry_intervals_secs = [1, 2, 5]
             total = line("total_concurrency", t.concurrency.map(|v| v.to_string())),
             concurrency = line("concurrency", t.concurrency.map(|v| v.to_string())),
             endpoint = self.worker_endpoint,
-            ack = line("ack_flush_interval_ms", t.ack_flush_ms.map(|v| v.to_string())),
+            ack = line(
+                "ack_flush_interval_ms",
+                t.ack_flush_ms.map(|v| v.to_string())
+            ),
             conns = line("max_connections", t.max_connections.map(|v| v.to_string())),
             window = line("batch_window_ms", t.batch_window_ms.map(|v| v.to_string())),
-            max_batch = line("max_batch_messages", t.max_batch_messages.map(|v| v.to_string())),
+            max_batch = line(
+                "max_batch_messages",
+                t.max_batch_messages.map(|v| v.to_string())
+            ),
             loops = line("receive_loops", t.receive_loops.map(|v| v.to_string())),
         );
         std::fs::write(&path, text)?;
@@ -281,10 +288,22 @@ impl WorkerTuning {
         };
         add("concurrency", self.concurrency.map(|v| v.to_string()));
         add("receive_loops", self.receive_loops.map(|v| v.to_string()));
-        add("batch_window_ms", self.batch_window_ms.map(|v| v.to_string()));
-        add("max_batch_messages", self.max_batch_messages.map(|v| v.to_string()));
-        add("max_connections", self.max_connections.map(|v| v.to_string()));
-        add("ack_flush_interval_ms", self.ack_flush_ms.map(|v| v.to_string()));
+        add(
+            "batch_window_ms",
+            self.batch_window_ms.map(|v| v.to_string()),
+        );
+        add(
+            "max_batch_messages",
+            self.max_batch_messages.map(|v| v.to_string()),
+        );
+        add(
+            "max_connections",
+            self.max_connections.map(|v| v.to_string()),
+        );
+        add(
+            "ack_flush_interval_ms",
+            self.ack_flush_ms.map(|v| v.to_string()),
+        );
         if set.is_empty() {
             "the shipped defaults".into()
         } else {

@@ -41,7 +41,9 @@ pub async fn start(upstream: &str, delay: Duration) -> Result<DelayProxy> {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .parse()
-        .with_context(|| format!("the delay proxy needs an http://IP:PORT endpoint, not {upstream}"))?;
+        .with_context(|| {
+            format!("the delay proxy needs an http://IP:PORT endpoint, not {upstream}")
+        })?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {
@@ -84,7 +86,11 @@ async fn one_way(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).await.is_err() {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
