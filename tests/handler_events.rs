@@ -410,6 +410,77 @@ async fn signatures_are_checked_when_a_key_is_configured(pool: PgPool) {
     assert_eq!(count(&pool, "mailroom_events").await, 14);
 }
 
+/// Any valid P-256 public key other than the fixture's (this one is from a signed-webhook test
+/// vector): signatures made with the fixture's key never verify with it.
+const OTHER_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
+
+fn from_webhook(mut job: mailroom::handler::Job, webhook: &str) -> mailroom::handler::Job {
+    if let Some(source) = job.envelope.source.as_mut() {
+        source.webhook = Some(webhook.to_owned());
+    }
+    job
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn named_webhooks_were_checked_with_the_default_key(pool: PgPool) {
+    // Before named routes, the worker checked every events message with the one default key;
+    // a webhook signing with its own key would have been dead-lettered whole.
+    let fixture_key = fixture_text("signing_public_key.b64");
+    let config = SendgridHandlerConfig {
+        event_webhook_public_key: Some(OTHER_KEY.into()),
+        webhook_public_keys: [("marketing".to_owned(), vec![fixture_key.clone()])].into(),
+        ..Default::default()
+    };
+    let h = SendgridHandler::new(Store::from_pool(pool.clone()), config).expect("valid keys");
+    let good = fixture_text("events_all_types.sig");
+    let out = h
+        .handle(&[
+            from_webhook(signed_job("m-marketing", Some(&good)), "marketing"),
+            from_webhook(signed_job("m-marketing-unsigned", None), "marketing"),
+            from_webhook(signed_job("m-unlisted", None), "unlisted"),
+            signed_job("m-default", Some(&good)),
+        ])
+        .await;
+    assert_eq!(out[0], Outcome::Done, "verified with the route's own key");
+    assert!(
+        matches!(&out[1], Outcome::DeadLetter { reason } if reason.contains("missing")),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(
+        out[2],
+        Outcome::Done,
+        "a route the worker has no key for is the router's to check"
+    );
+    assert!(
+        matches!(&out[3], Outcome::DeadLetter { reason } if reason.starts_with("event webhook signature: ")),
+        "the default route still uses the default key: {:?}",
+        out[3]
+    );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn during_a_key_rotation_either_key_verifies(pool: PgPool) {
+    let config = SendgridHandlerConfig {
+        event_webhook_public_key: Some(OTHER_KEY.into()),
+        event_webhook_previous_public_key: Some(fixture_text("signing_public_key.b64")),
+        ..Default::default()
+    };
+    let h = SendgridHandler::new(Store::from_pool(pool.clone()), config).expect("valid keys");
+    let good = fixture_text("events_all_types.sig");
+    let out = h.handle(&[signed_job("m-old-key", Some(&good))]).await;
+    assert_eq!(out[0], Outcome::Done);
+    let bad = SendgridHandlerConfig {
+        webhook_public_keys: [("marketing".to_owned(), vec!["nope".to_owned()])].into(),
+        ..Default::default()
+    };
+    let err = SendgridHandler::new(Store::from_pool(pool), bad).expect_err("bad key");
+    assert!(
+        err.to_string().contains("webhook_public_keys.marketing"),
+        "{err}"
+    );
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn a_bad_public_key_is_a_startup_error(pool: PgPool) {
     let config = SendgridHandlerConfig {

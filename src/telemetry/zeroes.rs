@@ -27,6 +27,17 @@ pub fn register_zeroes(config: &Config) {
         metrics::counter!("mailroom_messages_received_total", "queue" => queue.clone()).absolute(0);
         metrics::counter!("mailroom_empty_receives_total", "queue" => queue.clone()).absolute(0);
         metrics::counter!("mailroom_messages_deleted_total", "queue" => queue.clone()).absolute(0);
+        if handler == crate::handlers::SENDGRID_HANDLER {
+            // Per-source counts (handlers/sendgrid/source_metrics.rs): the default route's at 0;
+            // a named route's series appears with its first batch.
+            for name in [
+                "mailroom_sendgrid_events_total",
+                "mailroom_sendgrid_inbound_emails_total",
+            ] {
+                metrics::counter!(name, "queue" => queue.clone(), "source" => "default")
+                    .absolute(0);
+            }
+        }
         for outcome in OUTCOMES {
             metrics::counter!("mailroom_messages_handled_total", "queue" => queue.clone(),
                 "handler" => handler.clone(), "outcome" => outcome)

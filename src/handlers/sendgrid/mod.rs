@@ -20,7 +20,12 @@
 
 mod feed_notify;
 mod hook;
+mod source_metrics;
 mod status;
+mod webhook_keys;
+
+use source_metrics::SourceCounts;
+use webhook_keys::WebhookKeys;
 
 pub use feed_notify::{FeedNotifyHook, FEED_NOTIFY_HOOK};
 pub use hook::{HookError, NewEmail, NewEvent, SendgridHook, StoredBatch};
@@ -30,8 +35,7 @@ use std::sync::Arc;
 
 use mailroom_envelope::Kind;
 use mailroom_sendgrid::{
-    parse_events, parse_inbound, Event, InboundEmail, PublicKey, SignatureError, SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
+    parse_events, parse_inbound, Event, InboundEmail, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 
 use crate::handler::{BoxFuture, Handler, Job, Outcome};
@@ -58,6 +62,17 @@ pub struct SendgridHandlerConfig {
     /// Postgres outage, retries), and an age check then would dead-letter genuine events.
     #[serde(default)]
     pub event_webhook_public_key: Option<String>,
+    /// The default route's previous key during a key rotation: a message signed with either
+    /// verifies. Remove it once the router's overlap (`MAILROOM_EVENT_WEBHOOK_PREVIOUS_KEY_EXPIRES_AT`)
+    /// is over and the queue holds no older messages.
+    #[serde(default)]
+    pub event_webhook_previous_public_key: Option<String>,
+    /// The keys of the router's named webhook routes (`/sendgrid/events/{name}`), by name:
+    /// `marketing = ["<current>", "<previous>"]`. A message from a named route is verified
+    /// with its route's keys (either verifies); a named route without an entry is not checked
+    /// again here (the router checked it with that route's key).
+    #[serde(default)]
+    pub webhook_public_keys: std::collections::BTreeMap<String, Vec<String>>,
     /// Keep `mailroom_message_status` (each message's delivery state, opens and clicks per
     /// recipient) in every batch's transaction. On by default.
     #[serde(default = "on")]
@@ -81,6 +96,8 @@ impl Default for SendgridHandlerConfig {
     fn default() -> Self {
         Self {
             event_webhook_public_key: None,
+            event_webhook_previous_public_key: None,
+            webhook_public_keys: Default::default(),
             message_status: true,
             suppressions: true,
             notify_feed: false,
@@ -92,15 +109,15 @@ impl Default for SendgridHandlerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SendgridConfigError {
     /// Checked at startup: a bad key would otherwise dead-letter every event message.
-    #[error("sendgrid handler: event_webhook_public_key: {0}")]
-    PublicKey(#[source] SignatureError),
+    #[error("sendgrid handler: {0}")]
+    PublicKey(#[source] webhook_keys::KeyError),
 }
 
 /// Stores SendGrid callbacks. See the module docs.
 #[derive(Clone)]
 pub struct SendgridHandler {
     store: Store,
-    public_key: Option<PublicKey>,
+    keys: Arc<WebhookKeys>,
     hooks: Vec<Arc<dyn SendgridHook>>,
 }
 
@@ -108,7 +125,7 @@ impl std::fmt::Debug for SendgridHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendgridHandler")
             .field("store", &self.store)
-            .field("verifies_signatures", &self.public_key.is_some())
+            .field("verifies_signatures", &self.keys.any())
             .field(
                 "hooks",
                 &self.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
@@ -130,11 +147,13 @@ impl SendgridHandler {
     /// Fails only on a public key that does not parse. The built-in hooks the config turns on
     /// are registered first.
     pub fn new(store: Store, config: SendgridHandlerConfig) -> Result<Self, SendgridConfigError> {
-        let public_key = config
+        let default_keys: Vec<&str> = config
             .event_webhook_public_key
-            .as_deref()
-            .map(PublicKey::from_base64)
-            .transpose()
+            .iter()
+            .chain(&config.event_webhook_previous_public_key)
+            .map(String::as_str)
+            .collect();
+        let keys = WebhookKeys::parse(&default_keys, &config.webhook_public_keys)
             .map_err(SendgridConfigError::PublicKey)?;
         let mut hooks: Vec<Arc<dyn SendgridHook>> = Vec::new();
         if config.message_status {
@@ -148,7 +167,7 @@ impl SendgridHandler {
         }
         Ok(Self {
             store,
-            public_key,
+            keys: Arc::new(keys),
             hooks,
         })
     }
@@ -234,14 +253,16 @@ impl SendgridHandler {
         let env = &job.envelope;
         match env.kind {
             Kind::Events => {
-                if let Some(key) = &self.public_key {
+                let webhook = env.source.as_ref().and_then(|s| s.webhook.as_deref());
+                let keys = self.keys.for_webhook(webhook);
+                if !keys.is_empty() {
                     let signature = env.header(SIGNATURE_HEADER).ok_or_else(|| {
                         format!("event webhook signature: missing {SIGNATURE_HEADER} header")
                     })?;
                     let timestamp = env.header(TIMESTAMP_HEADER).ok_or_else(|| {
                         format!("event webhook signature: missing {TIMESTAMP_HEADER} header")
                     })?;
-                    key.verify(signature, timestamp, &env.body)
+                    WebhookKeys::verify(keys, signature, timestamp, &env.body)
                         .map_err(|e| format!("event webhook signature: {e}"))?;
                 }
                 parse_events(&env.body)
@@ -290,6 +311,13 @@ impl SendgridHandler {
             })
             .flatten()
             .collect();
+        let mut by_source = SourceCounts::default();
+        for (job, d) in items.iter() {
+            match d {
+                Body::Events(events) => by_source.add_events(&job.queue, source(job), events.len()),
+                Body::Inbound { .. } => by_source.add_email(&job.queue, source(job)),
+            }
+        }
         let mut stored = StoredBatch::default();
         let new_events = if self.hooks.is_empty() {
             insert_events(&mut tx, &events).await?
@@ -340,6 +368,7 @@ impl SendgridHandler {
         }
 
         tx.commit().await.map_err(StoreError::query("committing"))?;
+        by_source.record();
         tracing::debug!(
             jobs = items.len(),
             events = events.len(),
