@@ -28,7 +28,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Duration as Days, NaiveDate, TimeZone, Utc};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use super::StoreError;
 
@@ -116,7 +116,11 @@ pub async fn maintain(
     plan: &MaintenancePlan,
     now: DateTime<Utc>,
 ) -> Result<Option<MaintenanceReport>, StoreError> {
-    let options = pool.connect_options();
+    // Batches of the move and DDL waits are slow by design: not worth a slow-statement warning
+    // each (the worker shows recent warnings on its status page); the run logs its own summary.
+    let options = (*pool.connect_options())
+        .clone()
+        .disable_statement_logging();
     let mut conn = PgConnection::connect_with(&options)
         .await
         .map_err(StoreError::query("connecting for maintenance"))?;
@@ -170,13 +174,21 @@ async fn run(
     Ok(report)
 }
 
-/// Run `sql` (one statement, binding `week` as `$1` when given) in a transaction of its own with
+/// What a [`ddl`] statement binds as `$1`.
+#[derive(Debug, Clone, Copy)]
+enum Bind {
+    Nothing,
+    Week(DateTime<Utc>),
+    AfterId(i64),
+}
+
+/// Run `sql` (one statement, binding `bind` as `$1`) in a transaction of its own with
 /// a short lock timeout, retried while it times out waiting for a lock. Returns the text `sql`
 /// answered in its first row and column, if any.
 async fn ddl(
     conn: &mut PgConnection,
     sql: &str,
-    week: Option<DateTime<Utc>>,
+    bind: Bind,
     context: &'static str,
     report: &mut MaintenanceReport,
 ) -> Result<Option<String>, StoreError> {
@@ -192,10 +204,12 @@ async fn ddl(
             ))
             .execute(&mut *tx)
             .await?;
-            let mut query = sqlx::query_scalar::<_, Option<String>>(sql);
-            if let Some(week) = week {
-                query = query.bind(week);
-            }
+            let query = sqlx::query_scalar::<_, Option<String>>(sql);
+            let query = match bind {
+                Bind::Nothing => query,
+                Bind::Week(week) => query.bind(week),
+                Bind::AfterId(id) => query.bind(id),
+            };
             let answer = query.fetch_optional(&mut *tx).await?.flatten();
             tx.commit().await?;
             Ok(answer)
@@ -252,7 +266,7 @@ async fn ensure_week(
     ddl(
         conn,
         "SELECT mailroom_events_week_partition($1)",
-        Some(week),
+        Bind::Week(week),
         "creating a week partition",
         report,
     )
@@ -287,7 +301,7 @@ async fn drop_expired_weeks(
         ddl(
             conn,
             &format!("DROP TABLE IF EXISTS \"{name}\""),
-            None,
+            Bind::Nothing,
             "dropping an expired week partition",
             report,
         )
@@ -346,31 +360,37 @@ async fn move_legacy(
         cursor = week + Days::days(7);
     }
     let started = Instant::now();
+    // In id order from a cursor: starting each batch from the lowest id would walk the index
+    // entries of every row moved so far, again and again.
     let sql = format!(
-        "WITH batch AS (SELECT id FROM mailroom_events_legacy ORDER BY id LIMIT {LEGACY_BATCH_ROWS}), \
+        "WITH batch AS (SELECT id FROM mailroom_events_legacy WHERE id > $1 \
+                        ORDER BY id LIMIT {LEGACY_BATCH_ROWS}), \
          moved AS (DELETE FROM mailroom_events_legacy l USING batch b WHERE l.id = b.id \
                    RETURNING l.*), \
          ins AS (INSERT INTO mailroom_events ({COLUMNS}) \
                  SELECT {} FROM moved \
                  ON CONFLICT (sg_event_id, occurred_at) DO NOTHING RETURNING 1) \
-         SELECT (SELECT count(*) FROM moved)::text",
+         SELECT (SELECT count(*) FROM moved) || ':' || coalesce((SELECT max(id) FROM moved), $1)",
         COLUMNS.replace("payload,", "payload::json,")
     );
+    let mut after_id = i64::MIN;
     loop {
         if plan.legacy_budget.is_some_and(|b| started.elapsed() >= b) {
             report.legacy_remaining = true;
             return Ok(());
         }
-        let moved: i64 = ddl(
+        let answer = ddl(
             conn,
             &sql,
-            None,
+            Bind::AfterId(after_id),
             "moving rows of the pre-partitioning table",
             report,
         )
         .await?
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or_default();
+        let (moved, last) = answer.split_once(':').unwrap_or(("0", ""));
+        let moved: i64 = moved.parse().unwrap_or(0);
+        after_id = last.parse().unwrap_or(after_id);
         report.legacy_moved += moved;
         if moved < LEGACY_BATCH_ROWS {
             break;
@@ -379,7 +399,7 @@ async fn move_legacy(
     ddl(
         conn,
         "SELECT mailroom_events_legacy_finish()::text",
-        None,
+        Bind::Nothing,
         "dropping the emptied pre-partitioning table",
         report,
     )
