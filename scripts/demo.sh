@@ -101,6 +101,10 @@ psql -q -h 127.0.0.1 -U postgres -d "$DB" -f examples/custom-worker/schema.sql
 "$BIN/mailroom-app" run >"$STACK_DIR/worker.log" 2>&1 &
 WORKER=$!; STARTED_PIDS+=($WORKER)
 PORT=$(free_port)
+# Two named webhook routes beside the default ones (router/README.md, "Several webhooks"): the
+# marketing webhook's events and a second receiving domain's mail, each stored with its name.
+# (No message_group here: rustack has no fair queues and refuses a group id on a standard queue.)
+MAILROOM_ROUTES='{"events": {"marketing": {}}, "inbound": {"support-example-com": {}}}' \
 MAILROOM_EVENTS_QUEUE_URL="$EVENTS_URL" MAILROOM_INBOUND_QUEUE_URL="$INBOUND_URL" \
   MAILROOM_LARGE_BODY_BUCKET=mailroom-large-bodies MAILROOM_MAX_MESSAGE_BYTES=262144 \
   "$BIN/mailroom-router" serve --listen "127.0.0.1:$PORT" >"$STACK_DIR/router.log" 2>&1 &
@@ -128,6 +132,33 @@ events = [{"email": f"user{i}@example.com", "timestamp": 1764190000 + i, "event"
 open(sys.argv[1], "w").write(json.dumps(events))
 PY
 post /sendgrid/events application/json "$STACK_DIR/large-batch.json"
+# The marketing webhook's own route: the same kind of batch, stored with source = 'marketing'.
+python3 - "$STACK_DIR/marketing.json" <<'PY'
+import json, sys
+events = [{"email": f"fan{i}@example.com", "timestamp": 1764190000 + i, "event": "open",
+           "sg_event_id": f"demo-marketing-{i:03d}", "sg_message_id": f"demo-mkt.{i}",
+           "tenant": "acme"} for i in range(20)]
+open(sys.argv[1], "w").write(json.dumps(events))
+PY
+post /sendgrid/events/marketing application/json "$STACK_DIR/marketing.json"
+post /sendgrid/events/markting application/json "$STACK_DIR/marketing.json"   # a typo in the URL: 404
+# A 12 MB email (a 9 MB attachment) to the second domain: past Lambda's 6 MB, so serve streams
+# it to S3 as it arrives and queues a pointer; the worker stores the attachment byte for byte.
+python3 - "$STACK_DIR/big-inbound.multipart" "$STACK_DIR/big-attachment.bin" <<'PY'
+import os, sys
+attachment = os.urandom(9 * 1024 * 1024)
+open(sys.argv[2], "wb").write(attachment)
+b = b"xYzZY"
+parts = [(b'name="from"', b"Ada <ada@example.net>"), (b'name="to"', b"support@example.com"),
+         (b'name="subject"', b"Quarterly report (large)"), (b'name="text"', b"Report attached."),
+         (b'name="attachments"', b"1")]
+body = b"".join(b"--" + b + b"\r\nContent-Disposition: form-data; " + h + b"\r\n\r\n" + v + b"\r\n"
+                for h, v in parts)
+body += (b"--" + b + b'\r\nContent-Disposition: form-data; name="attachment1"; filename="report.bin"'
+         b"\r\nContent-Type: application/octet-stream\r\n\r\n" + attachment + b"\r\n--" + b + b"--\r\n")
+open(sys.argv[1], "wb").write(body)
+PY
+post /sendgrid/inbound/support-example-com 'multipart/form-data; boundary=xYzZY' "$STACK_DIR/big-inbound.multipart"
 # Not an Event Webhook batch at all: kept in the dead-letter table with its reason.
 printf 'this is not json' >"$STACK_DIR/garbage.txt"
 post /sendgrid/events application/json "$STACK_DIR/garbage.txt"
@@ -140,10 +171,10 @@ done
 log "sent 3 order messages (one duplicate) to app-orders"
 
 q() { psql -h 127.0.0.1 -U postgres -d "$DB" -At -c "$1"; }
-expected_events=$(( $(python3 -c 'import json; print(len(json.load(open("examples/sendgrid/events.json"))))') + 2500 ))
+expected_events=$(( $(python3 -c 'import json; print(len(json.load(open("examples/sendgrid/events.json"))))') + 2500 + 20 ))
 deadline=$((SECONDS + 60))
 until [ "$(q 'select count(*) from mailroom_events')" -ge "$expected_events" ] \
-   && [ "$(q 'select count(*) from mailroom_inbound_emails')" -ge 2 ] \
+   && [ "$(q 'select count(*) from mailroom_inbound_emails')" -ge 3 ] \
    && [ "$(q 'select count(*) from mailroom_dead_letters')" -ge 1 ] \
    && [ "$(q 'select count(*) from app_orders')" -ge 2 ]; do
   if (( SECONDS >= deadline )); then log "timed out waiting for rows; see .stack/worker.log"; exit 1; fi
@@ -163,13 +194,22 @@ show "inbound emails" \
 show "attachments" \
   "select email_id, filename, content_type, size_bytes, left(sha256, 16) as sha256 from mailroom_inbound_attachments order by id"
 show "dead letters" "select queue, receive_count, reason from mailroom_dead_letters"
+show "rows by source (the router's route name; NULL = the default routes)" \
+  "select 'events' as rows, source, count(*) from mailroom_events group by source
+   union all select 'inbound emails', source, count(*) from mailroom_inbound_emails group by source order by 1, 2"
+big_sha=$(sha256sum "$STACK_DIR/big-attachment.bin" | cut -c1-64)
+if [ "$(q "select count(*) from mailroom_inbound_attachments where sha256 = '$big_sha'")" = 1 ]; then
+  log "the 9 MB attachment streamed through serve and S3 is in Postgres byte for byte (sha256 ${big_sha:0:16}...)"
+else
+  log "the large attachment did not arrive intact; see .stack/worker.log"; exit 1
+fi
 show "app_orders (the application's own queue; the duplicate added no row)" \
   "select order_id, customer_email, total_cents, currency from app_orders order by order_id"
 show "app_users marked by the SendGrid hook (once per event, though the batch was posted twice)" \
   "select u.email, u.email_status, u.email_status_at, (select count(*) from app_email_status_changes c where c.email = u.email) as changes from app_users u order by email"
 
 show "message status (per X-Message-Id and recipient; the state by SendGrid's precedence, not arrival)" \
-  "select message_id, email, state, state_occurred_at, event_count, open_count, click_count from mailroom_message_status where message_id not like 'demo-large%' order by message_id, email"
+  "select message_id, email, state, state_occurred_at, event_count, open_count, click_count from mailroom_message_status where message_id like 'demo-msg%' order by message_id, email"
 show "suppressions (may these addresses be mailed?)" \
   "select email, asm_group_id, reason, active, mailroom_may_send(email, nullif(asm_group_id, 0)) as may_send from mailroom_suppressions order by email, asm_group_id"
 echo; echo "== the feed's consumers (mailroom feed status)"
