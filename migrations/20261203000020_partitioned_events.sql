@@ -79,9 +79,11 @@ CREATE UNIQUE INDEX mailroom_events_event_key
     ON mailroom_events (sg_event_id, occurred_at) NULLS NOT DISTINCT;
 -- The feed's order, and the hooks' lookup of the rows their transaction inserted.
 CREATE INDEX mailroom_events_feed_idx ON mailroom_events (feed_xid, id);
--- Everything that happened to one message (equality and LIKE 'prefix%').
-CREATE INDEX mailroom_events_sg_message_id_prefix_idx
-    ON mailroom_events (sg_message_id text_pattern_ops);
+-- No index on sg_message_id, email or event: each cost about 5 us of Postgres CPU per stored
+-- event (sg_message_id alone 6 of the 20 left, measured in BENCHMARKS.md), and their questions
+-- are answered by mailroom_message_status (per message and recipient) and mailroom_suppressions.
+-- docs/schema.md shows how to add one back, partition by partition, for an application that
+-- needs raw events by message.
 -- Time ranges inside a week: rows arrive in about time order, so a BRIN is nearly free.
 CREATE INDEX mailroom_events_occurred_at_brin ON mailroom_events USING brin (occurred_at);
 -- Events of one webhook route in a time range; the default route (NULL) costs nothing here.
