@@ -257,8 +257,8 @@ async fn a_row_postgres_rejects_is_isolated_and_dead_lettered(pool: PgPool) {
         })
         .collect();
     let bad = serde_json::to_vec(&serde_json::json!([
-        // The event id is in the unique btree index (since the events were partitioned, no
-        // other column is btree-indexed).
+        // The event id is in the unique btree index (since the events were partitioned, the
+        // email and sg_message_id are not indexed).
         {"event": "delivered", "sg_event_id": format!("evt-{huge}"), "email": "huge@example.com"}
     ]))
     .expect("json");
