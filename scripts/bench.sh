@@ -8,6 +8,8 @@
 #   scripts/bench.sh --quick         # N = 500, no router criterion run
 #   BENCH_MESSAGES=50000 scripts/bench.sh
 #   scripts/bench.sh --only worker,ideal
+#   BENCH_SQS_LATENCY_MS=10 scripts/bench.sh --only ideal,worker   # AWS-like SQS latency (a delay proxy)
+# The worker runs the shipped defaults unless a BENCH_* tuning variable says otherwise.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 trap stop_started EXIT
