@@ -463,3 +463,70 @@ async fn a_large_pre_partitioning_table_is_moved_with_ids_and_feed_positions(poo
             .expect("feed");
     assert_eq!(again, first);
 }
+
+/// `mailroom maintain` (the systemd timer's command) creates a missing week ahead and says so.
+#[sqlx::test(migrations = "./migrations")]
+async fn the_maintain_command_creates_missing_weeks_and_reports_them(pool: PgPool) {
+    let next_week = week_start(Utc::now()) + chrono::Duration::days(7);
+    let name = format!("mailroom_events_w{}", next_week.format("%Y%m%d"));
+    sqlx::query(&format!("DROP TABLE {name}"))
+        .execute(&pool)
+        .await
+        .expect("drop a week ahead");
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("db name");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let url = format!(
+        "{}/{db}",
+        base.rsplit_once('/').expect("a URL with a path").0
+    );
+    let dir = std::env::temp_dir().join(format!("mailroom-maintain-{db}"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("mailroom.toml");
+    std::fs::write(
+        &config,
+        "[retention]\nevents_days = 90\n\n[[queue]]\nname = \"unused\"\nhandler = \"sendgrid\"\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["--config", config.to_str().expect("utf-8"), "maintain"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("created: {name}")), "{stdout}");
+    let back: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(&name)
+        .fetch_one(&pool)
+        .await
+        .expect("regclass");
+    assert_eq!(back.as_deref(), Some(name.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A retention shorter than any redelivery could still arrive is refused, naming the key.
+#[test]
+fn a_retention_shorter_than_redelivery_is_refused() {
+    let text = |retention: &str| {
+        format!("{retention}\n[[queue]]\nname = \"unused\"\nhandler = \"sendgrid\"\n")
+    };
+    let err = mailroom::config::Config::parse(&text("[retention]\nevents_days = 7"), "test")
+        .expect_err("7 days is refused");
+    assert!(err.to_string().contains("retention.events_days"), "{err}");
+    let err = mailroom::config::Config::parse(&text("[retention]\ninbound_days = 3"), "test")
+        .expect_err("3 days is refused");
+    assert!(err.to_string().contains("retention.inbound_days"), "{err}");
+    let ok = mailroom::config::Config::parse(&text("[retention]\nevents_days = 90"), "test")
+        .expect("90 days is fine");
+    assert_eq!(ok.retention.events_days, 90);
+    assert_eq!(ok.retention.premake_weeks, 4, "default");
+    let forever = mailroom::config::Config::parse(&text(""), "test").expect("no section");
+    assert_eq!(forever.retention.events_days, 0, "keep forever by default");
+}
