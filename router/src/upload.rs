@@ -147,3 +147,135 @@ impl<'s, S: Sink> MultipartWriter<'s, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::sink::Attribute;
+
+    /// Keeps each part's size and whether the upload was completed or aborted.
+    #[derive(Default)]
+    struct Parts {
+        sizes: Mutex<Vec<usize>>,
+        joined: Mutex<Vec<u8>>,
+        ended: Mutex<Option<&'static str>>,
+    }
+
+    impl Sink for Parts {
+        async fn send_message(
+            &self,
+            _queue_url: &str,
+            _body: String,
+            _attributes: Vec<Attribute>,
+            _grouping: crate::sink::Grouping<'_>,
+        ) -> Result<String, SinkError> {
+            Ok("unused".into())
+        }
+
+        async fn put_object(&self, _: &str, _: &str, _: Bytes) -> Result<(), SinkError> {
+            Ok(())
+        }
+
+        async fn create_multipart_upload(&self, _: &str, _: &str) -> Result<String, SinkError> {
+            Ok("upload-1".into())
+        }
+
+        async fn upload_part(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            number: i32,
+            bytes: Bytes,
+        ) -> Result<UploadedPart, SinkError> {
+            self.sizes.lock().expect("lock").push(bytes.len());
+            self.joined.lock().expect("lock").extend_from_slice(&bytes);
+            Ok(UploadedPart {
+                number,
+                etag: format!("etag-{number}"),
+                checksum_crc32: None,
+            })
+        }
+
+        async fn complete_multipart_upload(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            parts: Vec<UploadedPart>,
+        ) -> Result<(), SinkError> {
+            let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
+            assert_eq!(numbers, (1..=parts.len() as i32).collect::<Vec<_>>());
+            *self.ended.lock().expect("lock") = Some("completed");
+            Ok(())
+        }
+
+        async fn abort_multipart_upload(&self, _: &str, _: &str, _: &str) -> Result<(), SinkError> {
+            *self.ended.lock().expect("lock") = Some("aborted");
+            Ok(())
+        }
+    }
+
+    /// Every part but the last is exactly PART_BYTES (S3 refuses parts under 5 MiB but the
+    /// last), whatever sizes the writes come in, and the parts join to what was written.
+    #[tokio::test]
+    async fn parts_are_full_size_but_the_last_and_join_to_what_was_written() {
+        let sink = Parts::default();
+        let mut writer = MultipartWriter::start(&sink, "b", "k")
+            .await
+            .expect("start");
+        let mut expected = Vec::new();
+        let mut n = 0u32;
+        for write in [
+            1usize,
+            300_000,
+            7,
+            5 * 1024 * 1024,
+            65_536,
+            9 * 1024 * 1024,
+            3,
+        ] {
+            let bytes: Vec<u8> = (0..write)
+                .map(|_| {
+                    n = n.wrapping_add(1);
+                    (n % 251) as u8
+                })
+                .collect();
+            writer.buffer().extend_from_slice(&bytes);
+            expected.extend_from_slice(&bytes);
+            writer.upload_full_parts().await.expect("parts");
+            assert!(
+                writer.buffer().len() < PART_BYTES,
+                "never more than a part held"
+            );
+        }
+        let stored = writer
+            .complete()
+            .await
+            .map_err(|(_, e)| e)
+            .expect("complete");
+        let sizes = sink.sizes.lock().expect("lock").clone();
+        let (last, full) = sizes.split_last().expect("parts");
+        assert!(full.iter().all(|s| *s == PART_BYTES), "{sizes:?}");
+        assert!(*last > 0 && *last <= PART_BYTES);
+        assert_eq!(stored.size, expected.len());
+        assert_eq!(stored.parts, sizes.len());
+        assert!(*sink.joined.lock().expect("lock") == expected);
+        assert_eq!(*sink.ended.lock().expect("lock"), Some("completed"));
+    }
+
+    #[tokio::test]
+    async fn an_aborted_writer_ends_its_upload() {
+        let sink = Parts::default();
+        let mut writer = MultipartWriter::start(&sink, "b", "k")
+            .await
+            .expect("start");
+        writer.buffer().resize(PART_BYTES + 10, b'a');
+        writer.upload_full_parts().await.expect("part");
+        writer.abort("r-1").await;
+        assert_eq!(*sink.ended.lock().expect("lock"), Some("aborted"));
+        assert_eq!(*sink.sizes.lock().expect("lock"), vec![PART_BYTES]);
+    }
+}
