@@ -137,13 +137,25 @@ SELECT id, sg_event_id, event, email, occurred_at, sg_message_id, smtp_id, categ
 FROM mailroom_events_legacy;
 
 -- The feed reads both while the conversion runs: a row is in exactly one of them at any
--- snapshot (a move deletes and inserts in one transaction), with the same (feed_xid, id).
+-- snapshot (a move deletes and inserts in one transaction), with the same (feed_xid, id). Once
+-- the old table is gone it reads the partitioned table alone: the UNION ALL, even with the empty
+-- view, keeps the planner from merging the partitions' (feed_xid, id) indexes, and a page would
+-- sort every pending row (144 ms for 320,000 pending, against 0.14 ms).
 CREATE FUNCTION mailroom_feed_events(consumer text, max_rows integer DEFAULT 100)
 RETURNS SETOF mailroom_events
 LANGUAGE plpgsql AS $$
 DECLARE
     c mailroom_feed_consumers := mailroom_feed_lock(consumer, 'events');
 BEGIN
+    IF to_regclass('mailroom_events_legacy') IS NULL THEN
+        RETURN QUERY
+            SELECT e.* FROM mailroom_events e
+            WHERE (e.feed_xid, e.id) > (c.position_xid, c.position_id)
+              AND e.feed_xid < mailroom_feed_horizon()
+            ORDER BY e.feed_xid, e.id
+            LIMIT greatest(max_rows, 0);
+        RETURN;
+    END IF;
     RETURN QUERY
         SELECT r.* FROM (
             SELECT e.* FROM mailroom_events e
