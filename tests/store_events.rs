@@ -88,7 +88,12 @@ async fn sg_message_id_prefix_lookups_in_a_time_window_read_only_its_partitions(
     ]"#;
     let events = parse_events(body).expect("parses");
     let mut conn = pool.acquire().await.expect("conn");
-    assert_eq!(insert_events(&mut conn, &records(&events)).await.expect("insert"), 3);
+    assert_eq!(
+        insert_events(&mut conn, &records(&events))
+            .await
+            .expect("insert"),
+        3
+    );
     let found: Vec<String> = sqlx::query_scalar(
         "SELECT e.sg_event_id FROM mailroom_events e WHERE e.sg_message_id LIKE 'msg1.%' \
          AND e.occurred_at BETWEEN $1 AND $2 ORDER BY e.occurred_at",
