@@ -27,6 +27,7 @@ use crate::message_group::message_group_id;
 use crate::request::{CallbackRequest, Reply};
 use crate::routing::{self, kind_name, Route, Target};
 use crate::sink::{Attribute, Grouping, Sink};
+use crate::stream_inbound::{refuse, Refusal};
 use crate::telemetry;
 use crate::unknown_webhooks::UnknownWebhooks;
 use sha2::{Digest, Sha256};
@@ -169,16 +170,6 @@ impl<S: Sink> App<S> {
             return Err(Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
                 .with_header("allow", "POST"));
         }
-        if request.body.len() > self.config.max_request_bytes {
-            return Err(Reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body is {} bytes, over the {} byte limit",
-                    request.body.len(),
-                    self.config.max_request_bytes
-                ),
-            ));
-        }
         if let Err(e) = self.authorize(&target, request) {
             tracing::warn!(request_id = %request.request_id, kind = kind_name(kind),
                 webhook = target.label(), reason = %e, "refused");
@@ -190,6 +181,21 @@ impl<S: Sink> App<S> {
                 )
             } else {
                 reply
+            });
+        }
+        // After authentication, so a stranger's oversized post is a 401/403, not a 5xx alarm.
+        if request.body.len() > self.config.max_request_bytes {
+            let detail = format!(
+                "request body is {} bytes, over the {} byte limit",
+                request.body.len(),
+                self.config.max_request_bytes
+            );
+            // SendGrid drops an inbound post for good on a 4xx: an authentic email too large
+            // for this path is a 5xx it retries, with an alarm for the operator.
+            return Err(if kind == Kind::Inbound {
+                refuse(Refusal::OverLimit, &request.request_id, &detail)
+            } else {
+                Reply::error(StatusCode::PAYLOAD_TOO_LARGE, detail)
             });
         }
         let Some(queue_url) =
@@ -324,15 +330,16 @@ impl<S: Sink> App<S> {
         let size = body.len();
         let body = if size + attributes_size(&attributes) > self.config.max_message_bytes {
             let Some(bucket) = &self.config.large_body_bucket else {
-                tracing::warn!(%request_id, kind = kind_name(kind), size, "too large for SQS and no bucket configured");
-                return Reply::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "callback is {size} bytes encoded, over the {} byte SQS message limit, \
-                         and no MAILROOM_LARGE_BODY_BUCKET is configured",
-                        self.config.max_message_bytes
-                    ),
+                let detail = format!(
+                    "callback is {size} bytes encoded, over the {} byte SQS message limit, \
+                     and no MAILROOM_LARGE_BODY_BUCKET is configured",
+                    self.config.max_message_bytes
                 );
+                if kind == Kind::Inbound {
+                    return refuse(Refusal::NoBucket, request_id, &detail);
+                }
+                tracing::warn!(%request_id, kind = kind_name(kind), size, "too large for SQS and no bucket configured");
+                return Reply::error(StatusCode::PAYLOAD_TOO_LARGE, detail);
             };
             let key = self.object_key(kind);
             if let Err(e) = self.sink.put_object(bucket, &key, Bytes::from(body)).await {

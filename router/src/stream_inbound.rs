@@ -107,8 +107,9 @@ where
     }
 }
 
-/// Answers an authentic post Mailroom cannot store: 5xx, an error line, a count.
-fn refuse(refusal: Refusal, request_id: &str, detail: &str) -> Reply {
+/// Answers an authentic post Mailroom cannot store: 5xx, an error line, a count. Also the
+/// Lambda path's answer for an inbound post too large for it.
+pub(crate) fn refuse(refusal: Refusal, request_id: &str, detail: &str) -> Reply {
     tracing::error!(%request_id, kind = "inbound", reason = refusal.reason(), detail,
         "inbound post not stored; answered 5xx so SendGrid retries it");
     if telemetry::enabled() {

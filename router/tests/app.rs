@@ -292,6 +292,59 @@ async fn oversized_envelope_without_bucket_is_413() {
     assert!(sink.sent().is_empty());
 }
 
+/// SendGrid drops an Inbound Parse post for good on any 4xx; the Lambda path answered 413 to an
+/// authentic email over the request limit or too large for SQS without a bucket.
+#[tokio::test]
+async fn oversized_inbound_mail_was_answered_413_and_dropped_by_sendgrid() {
+    let inbound = |len: usize| {
+        CallbackRequest::new(Method::POST, "/sendgrid/inbound", vec![b'x'; len])
+            .with_header("content-type", "multipart/form-data; boundary=x")
+    };
+    let over_request = Config {
+        max_request_bytes: 100,
+        ..config()
+    };
+    let (app, sink) = app_with(over_request, FakeSink::default());
+    let reply = app.handle(inbound(101)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("retry later"), "{}", reply.body);
+    let no_bucket = Config {
+        max_message_bytes: 1024,
+        ..config()
+    };
+    let (app, _) = app_with(no_bucket, FakeSink::default());
+    let reply = app.handle(inbound(2000)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("MAILROOM_LARGE_BODY_BUCKET"),
+        "{}",
+        reply.body
+    );
+    assert!(sink.sent().is_empty());
+
+    // Authentication still comes first: a stranger's oversized post is a 401, not an alarm.
+    let guarded = Config {
+        max_request_bytes: 100,
+        inbound_basic_auth: mailroom_router::config::BasicAuth::parse("sendgrid:hunter2"),
+        ..config()
+    };
+    let (app, _) = app_with(guarded, FakeSink::default());
+    assert_eq!(
+        app.handle(inbound(101)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn oversized_envelope_goes_to_s3_behind_a_pointer() {
     let config = Config {
