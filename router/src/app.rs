@@ -89,22 +89,8 @@ impl<S: Sink> App<S> {
                 let dedup_id = queue_url
                     .ends_with(".fifo")
                     .then(|| hex::encode(Sha256::digest(&request.body)));
-                let mut attributes = vec![
-                    Attribute::string(ATTR_KIND, kind_name(kind)),
-                    Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
-                ];
                 let span = trace_span(kind, &request);
-                // The worker continues this trace: the W3C context rides along as a message
-                // attribute.
-                if let Some(traceparent) = (!span.is_disabled())
-                    .then(|| mailroom_otel::traceparent(&span))
-                    .flatten()
-                {
-                    attributes.push(Attribute::string(
-                        mailroom_otel::TRACEPARENT_ATTRIBUTE,
-                        traceparent,
-                    ));
-                }
+                let attributes = envelope_attributes(kind, &span);
                 let outgoing = Outgoing {
                     kind,
                     queue_url,
@@ -465,6 +451,25 @@ fn attributes_size(attributes: &[Attribute]) -> usize {
         .sum()
 }
 
+/// The attributes of every router envelope: its kind and version and, when the request is
+/// traced, the W3C context the worker continues the trace from.
+fn envelope_attributes(kind: Kind, span: &tracing::Span) -> Vec<Attribute> {
+    let mut attributes = vec![
+        Attribute::string(ATTR_KIND, kind_name(kind)),
+        Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
+    ];
+    if let Some(traceparent) = (!span.is_disabled())
+        .then(|| mailroom_otel::traceparent(span))
+        .flatten()
+    {
+        attributes.push(Attribute::string(
+            mailroom_otel::TRACEPARENT_ATTRIBUTE,
+            traceparent,
+        ));
+    }
+    attributes
+}
+
 /// The request's trace span: a child of the caller's `traceparent` (or API Gateway's X-Ray
 /// `x-amzn-trace-id`) when it sent one, else a new trace. Disabled, at no cost, unless an OTLP
 /// exporter is configured (`mailroom-otel`).
@@ -633,20 +638,8 @@ impl<S: Sink> App<S> {
     ) -> Reply {
         let kind = Kind::Inbound;
         count(telemetry::S3_OFFLOADS, kind);
-        let mut attributes = vec![
-            Attribute::string(ATTR_KIND, kind_name(kind)),
-            Attribute::number(ATTR_VERSION, ENVELOPE_VERSION),
-        ];
         let span = trace_span(kind, request);
-        if let Some(traceparent) = (!span.is_disabled())
-            .then(|| mailroom_otel::traceparent(&span))
-            .flatten()
-        {
-            attributes.push(Attribute::string(
-                mailroom_otel::TRACEPARENT_ATTRIBUTE,
-                traceparent,
-            ));
-        }
+        let mut attributes = envelope_attributes(kind, &span);
         attributes.push(Attribute::number(EXTENDED_PAYLOAD_SIZE_ATTRIBUTES[0], size));
         let body = S3Pointer {
             bucket: bucket.to_owned(),
