@@ -443,7 +443,8 @@ async fn router_traffic_and_scrape(sqs: &aws_sdk_sqs::Client) -> String {
         .await
         .expect("bind");
     let metrics_port = metrics_listener.local_addr().expect("addr").port();
-    let handle = mailroom_router::telemetry::install().expect("router recorder");
+    let router_config = RouterConfig::from_vars(vars).expect("router config");
+    let handle = mailroom_router::telemetry::install(&router_config).expect("router recorder");
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = tokio::spawn(mailroom_router::telemetry::serve_metrics(
         handle,
@@ -452,10 +453,7 @@ async fn router_traffic_and_scrape(sqs: &aws_sdk_sqs::Client) -> String {
             let _ = metrics_stopped.await;
         },
     ));
-    let app = Arc::new(App::new(
-        RouterConfig::from_vars(vars).expect("router config"),
-        AwsSink::from_sdk_config(&aws),
-    ));
+    let app = Arc::new(App::new(router_config, AwsSink::from_sdk_config(&aws)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -179,8 +179,7 @@ async fn start_metrics(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("MAILROOM_ROUTER_METRICS_LISTEN: cannot listen on {addr}"))?;
-    let handle = mailroom_router::telemetry::install()?;
-    mailroom_router::telemetry::register_routes(config);
+    let handle = mailroom_router::telemetry::install(config)?;
     tracing::info!(listen = %listener.local_addr()?, "metrics at /metrics");
     Ok(tokio::spawn(async move {
         let never = std::future::pending::<()>();

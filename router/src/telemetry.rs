@@ -114,13 +114,15 @@ pub enum TelemetryError {
 }
 
 /// Installs the process-wide Prometheus recorder (once per process), registers every counter
-/// at 0 and keeps the histograms tidy in the background. Needs a Tokio runtime.
-pub fn install() -> Result<PrometheusHandle, TelemetryError> {
+/// at 0 (the per-route series for `config`'s routes too) and keeps the histograms tidy in the
+/// background. Needs a Tokio runtime.
+pub fn install(config: &crate::config::Config) -> Result<PrometheusHandle, TelemetryError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(REQUEST_BYTES.into()), BYTES_BUCKETS)?
         .install_recorder()?;
     register_zeroes();
+    register_routes(config);
     ENABLED.store(true, Ordering::Relaxed);
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -153,7 +155,7 @@ fn register_zeroes() {
 
 /// Registers the per-route series at 0 for every configured route (and the default ones), so
 /// `increase(...)` sees a route's first failure after a start.
-pub fn register_routes(config: &crate::config::Config) {
+fn register_routes(config: &crate::config::Config) {
     let named = config
         .routes
         .iter()

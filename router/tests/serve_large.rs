@@ -398,7 +398,10 @@ async fn sqs_refusing_the_pointer_is_503_and_the_object_is_deleted() {
 /// The process-wide Prometheus recorder, installed once for this test binary.
 fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| mailroom_router::telemetry::install().expect("install the recorder"))
+    HANDLE.get_or_init(|| {
+        mailroom_router::telemetry::install(&mailroom_router::Config::default())
+            .expect("install the recorder")
+    })
 }
 
 fn counter(text: &str, series: &str) -> u64 {
