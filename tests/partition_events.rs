@@ -337,6 +337,27 @@ async fn only_one_maintenance_run_at_a_time(pool: PgPool) {
     assert!(third.is_some());
 }
 
+/// A run released its lock by closing its connection, which frees it only once the server's
+/// backend has exited: the next run right after (the CI run of the concurrent-writers test)
+/// could find it still held and report "locked" with nothing done. Now every run unlocks first.
+#[sqlx::test(migrations = "./migrations")]
+async fn back_to_back_runs_found_the_previous_runs_lock_still_held(pool: PgPool) {
+    for run in 0..30 {
+        let report = maintain(&pool, &plan(0, 1), Utc::now())
+            .await
+            .expect("runs");
+        assert!(report.is_some(), "run {run} found the lock held");
+    }
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("pg_locks");
+    assert_eq!(held, 0, "no run left its lock behind");
+}
+
 /// Inbound emails older than inbound_days are deleted with their attachments; newer ones stay.
 #[sqlx::test(migrations = "./migrations")]
 async fn inbound_retention_deletes_old_emails_with_their_attachments(pool: PgPool) {

@@ -134,7 +134,14 @@ pub async fn maintain(
         return Ok(None);
     }
     let result = run(&mut conn, plan, now).await;
-    // Closing the connection releases the session lock, also when the run failed.
+    // Unlock explicitly: closing the connection releases the lock only once the server's
+    // backend has exited, which happens after `close` returns, so the next run (the worker's
+    // next tick, a timer right after) could find it still held and skip its work. Closing stays
+    // the release when the unlock cannot run (the connection broke, the process died).
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(LOCK_NAME)
+        .execute(&mut conn)
+        .await;
     let _ = conn.close().await;
     result.map(Some)
 }
