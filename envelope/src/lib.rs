@@ -105,6 +105,25 @@ pub struct Source {
     pub webhook: Option<String>,
 }
 
+/// The longest webhook route name.
+pub const MAX_WEBHOOK_NAME_LEN: usize = 64;
+
+/// The one rule for webhook route names ([`Source::webhook`]), shared so the router (which
+/// refuses others at start) and the worker (which labels metrics with them) cannot disagree:
+/// 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit. They are URL path
+/// segments, metric label values and column values, so they stay plain.
+pub fn valid_webhook_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_WEBHOOK_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
 /// One SendGrid callback as the worker sees it, whatever shape it arrived in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::config::{BasicAuth, ConfigError};
 
 /// The longest route name (it travels in the envelope, metric labels and a database column).
-pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_NAME_LEN: usize = mailroom_envelope::MAX_WEBHOOK_NAME_LEN;
 
 /// A verification key that is being rotated out: accepted until `expires_at`, refused after.
 #[derive(Debug, Clone)]
@@ -240,17 +240,10 @@ fn parse_route(
     })
 }
 
-/// Route names are URL path segments, metric label values and column values: keep them plain.
+/// Route names are URL path segments, metric label values and column values: keep them plain
+/// (the rule lives in `mailroom-envelope`, shared with the worker).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
+    mailroom_envelope::valid_webhook_name(name)
 }
 
 /// An RFC 3339 time.

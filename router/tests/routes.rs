@@ -330,7 +330,7 @@ fn routes_can_come_from_a_file() {
 }
 
 #[tokio::test]
-async fn a_fifo_route_deduplicates_sendgrids_retry_by_the_request_body() {
+async fn a_fifo_retry_was_two_messages_when_the_dedup_id_hashed_the_envelope() {
     let routes = r#"{"events": {"ordered": {"queue_url": "http://queue.local/ordered.fifo",
                                            "message_group": "webhook"}}}"#;
     let (app, sink) = app_at(&[("MAILROOM_ROUTES", routes.to_owned())], NOW);

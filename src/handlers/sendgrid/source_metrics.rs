@@ -52,17 +52,9 @@ impl<'a> SourceCounts<'a> {
 pub fn label(source: Option<&str>) -> &str {
     match source {
         None => DEFAULT_SOURCE,
-        Some(name) if plain_route_name(name) => name,
+        Some(name) if mailroom_envelope::valid_webhook_name(name) => name,
         Some(_) => OTHER_SOURCE,
     }
-}
-
-/// The router's rule for route names (router/src/routes.rs): 1-64 of a-z, 0-9, '-', '_'.
-fn plain_route_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
