@@ -71,56 +71,225 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, EventsError> {
 }
 
 fn parse_one(index: usize, text: &RawValue) -> Result<Event, EventsError> {
-    // A RawValue's text is validated JSON syntax; parsing it into a Value also decodes every
-    // string escape, which rejects a lone surrogate (Postgres would too).
-    let item: Value = serde_json::from_str(text.get())
-        .map_err(|e| EventsError::NotJson(format!("event at index {index}: {e}")))?;
-    let Value::Object(obj) = &item else {
+    let json = text.get();
+    // A RawValue's text is validated JSON syntax, but a `\u` escape of a lone surrogate is no
+    // text (serde_json will not decode it, nor Postgres's jsonb): refused for the whole object,
+    // read or not, without decoding anything else.
+    if let Some(at) = lone_surrogate(json) {
+        return Err(EventsError::NotJson(format!(
+            "event at index {index}: lone surrogate in a \\u escape at byte {at}"
+        )));
+    }
+    // RawValue text has no surrounding whitespace, so the first byte says what it is.
+    if !json.starts_with('{') {
+        let item: Value = serde_json::from_str(json)
+            .map_err(|e| EventsError::NotJson(format!("event at index {index}: {e}")))?;
         return Err(EventsError::NotAnObject {
             index,
             got: kind_of(&item),
         });
-    };
-    let event = match obj.get("event") {
+    }
+    let fields: Fields<'_> = serde_json::from_str(json)
+        .map_err(|e| EventsError::NotJson(format!("event at index {index}: {e}")))?;
+    let event = match fields.value("event") {
         None | Some(Value::Null) => return Err(EventsError::MissingEvent { index }),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => s,
         Some(_) => return Err(EventsError::EventNotString { index }),
     };
-    let sg_event_id = match text_field(obj, "sg_event_id") {
+    let sg_event_id = match fields.text("sg_event_id") {
         Some(id) if !id.is_empty() => id,
-        _ => synthetic_id(&item),
+        _ => synthetic_id(
+            &serde_json::from_str(json)
+                .map_err(|e| EventsError::NotJson(format!("event at index {index}: {e}")))?,
+        ),
     };
-    let pool = obj.get("pool").and_then(Value::as_object);
-    let url_offset = obj.get("url_offset").and_then(Value::as_object);
+    let pool = fields.value("pool");
+    let pool = pool.as_ref().and_then(Value::as_object);
+    let url_offset = fields.value("url_offset");
+    let url_offset = url_offset.as_ref().and_then(Value::as_object);
     Ok(Event {
         sg_event_id,
         event,
-        email: text_field(obj, "email"),
-        occurred_at: obj.get("timestamp").and_then(timestamp),
-        sg_message_id: text_field(obj, "sg_message_id"),
-        smtp_id: text_field(obj, "smtp-id"),
-        categories: categories(obj.get("category")),
-        reason: text_field(obj, "reason"),
-        status: text_field(obj, "status"),
-        response: text_field(obj, "response"),
-        attempt: int(obj.get("attempt")).and_then(|n| i32::try_from(n).ok()),
-        bounce_type: text_field(obj, "type"),
-        bounce_classification: text_field(obj, "bounce_classification"),
-        url: text_field(obj, "url"),
+        email: fields.text("email"),
+        occurred_at: fields.value("timestamp").as_ref().and_then(timestamp),
+        sg_message_id: fields.text("sg_message_id"),
+        smtp_id: fields.text("smtp-id"),
+        categories: categories(fields.value("category").as_ref()),
+        reason: fields.text("reason"),
+        status: fields.text("status"),
+        response: fields.text("response"),
+        attempt: int(fields.value("attempt").as_ref()).and_then(|n| i32::try_from(n).ok()),
+        bounce_type: fields.text("type"),
+        bounce_classification: fields.text("bounce_classification"),
+        url: fields.text("url"),
         url_offset_index: url_offset
             .and_then(|o| int(o.get("index")))
             .and_then(|n| i32::try_from(n).ok()),
-        useragent: text_field(obj, "useragent"),
-        ip: text_field(obj, "ip"),
-        tls: boolean(obj.get("tls")),
-        sg_machine_open: boolean(obj.get("sg_machine_open")),
-        asm_group_id: int(obj.get("asm_group_id")),
-        marketing_campaign_id: int(obj.get("marketing_campaign_id")),
-        marketing_campaign_name: text_field(obj, "marketing_campaign_name"),
+        useragent: fields.text("useragent"),
+        ip: fields.text("ip"),
+        tls: boolean(fields.value("tls").as_ref()),
+        sg_machine_open: boolean(fields.value("sg_machine_open").as_ref()),
+        asm_group_id: int(fields.value("asm_group_id").as_ref()),
+        marketing_campaign_id: int(fields.value("marketing_campaign_id").as_ref()),
+        marketing_campaign_name: fields.text("marketing_campaign_name"),
         pool_name: pool.and_then(|p| text_field(p, "name")),
         pool_id: pool.and_then(|p| int(p.get("id"))),
         raw: EventJson(text.to_owned()),
     })
+}
+
+/// The top-level keys Mailroom reads from an event object.
+const KNOWN: [&str; 23] = [
+    "event",
+    "sg_event_id",
+    "email",
+    "timestamp",
+    "sg_message_id",
+    "smtp-id",
+    "category",
+    "reason",
+    "status",
+    "response",
+    "attempt",
+    "type",
+    "bounce_classification",
+    "url",
+    "url_offset",
+    "useragent",
+    "ip",
+    "tls",
+    "sg_machine_open",
+    "asm_group_id",
+    "marketing_campaign_id",
+    "marketing_campaign_name",
+    "pool",
+];
+
+/// An event object's known fields as their JSON text (the last occurrence of a key wins, as in
+/// a parsed object). Everything else (custom arguments, fields SendGrid adds later) is skipped
+/// without being built: parsing each event into a whole `Value` (a map node, a key `String`
+/// and a `Value` per field) was most of the worker's allocations per event.
+struct Fields<'a> {
+    raw: [Option<&'a RawValue>; KNOWN.len()],
+}
+
+impl<'a> Fields<'a> {
+    /// A known field parsed, `None` when absent. A value serde_json cannot build (a number
+    /// beyond f64) reads as absent, as any value of an unexpected type does: the payload keeps
+    /// it as sent.
+    fn value(&self, key: &str) -> Option<Value> {
+        let i = KNOWN.iter().position(|k| *k == key)?;
+        serde_json::from_str(self.raw[i]?.get()).ok()
+    }
+
+    /// A text field; numbers are accepted as their decimal text.
+    fn text(&self, key: &str) -> Option<String> {
+        match self.value(key)? {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut fields = Fields {
+                    raw: [None; KNOWN.len()],
+                };
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    match KNOWN.iter().position(|k| *k == key.as_str()) {
+                        Some(i) => fields.raw[i] = Some(map.next_value()?),
+                        // Skipped as raw text: `IgnoredAny` would build numbers, and refuse
+                        // one beyond f64 that the payload can keep.
+                        None => {
+                            map.next_value::<&RawValue>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// An object key, borrowed from the text unless it holds an escape.
+enum Key<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key::Owned(s.to_owned()))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// The byte offset of the first `\u` escape in `json` that is a lone surrogate (a high one not
+/// followed by a low one, or a low one alone), if any. `json` is valid JSON syntax, where a
+/// backslash occurs only inside a string, as the start of an escape.
+fn lone_surrogate(json: &str) -> Option<usize> {
+    let bytes = json.as_bytes();
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut from = 0;
+    while let Some(offset) = json.get(from..).and_then(|rest| rest.find('\\')) {
+        let at = from + offset;
+        if bytes.get(at + 1) != Some(&b'u') {
+            from = at + 2;
+            continue;
+        }
+        let unit = hex4(at + 2)?;
+        from = at + 6;
+        if (0xDC00..0xE000).contains(&unit) {
+            return Some(at);
+        }
+        if (0xD800..0xDC00).contains(&unit) {
+            let low = (bytes.get(at + 6..at + 8) == Some(&b"\\u"[..]))
+                .then(|| hex4(at + 8))
+                .flatten();
+            match low {
+                Some(low) if (0xDC00..0xE000).contains(&low) => from = at + 12,
+                _ => return Some(at),
+            }
+        }
+    }
+    None
 }
 
 /// A string field; numbers are accepted as their decimal text.
@@ -237,6 +406,132 @@ fn canonical(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The parse this module had before [`Fields`]: the whole object into a `Value`, then the
+    /// typed fields taken out of it. The fast path must give the same events.
+    fn reference_parse_one(index: usize, text: &RawValue) -> Result<Event, EventsError> {
+        // A RawValue's text is validated JSON syntax; parsing it into a Value also decodes every
+        // string escape, which rejects a lone surrogate (Postgres would too).
+        let item: Value = serde_json::from_str(text.get())
+            .map_err(|e| EventsError::NotJson(format!("event at index {index}: {e}")))?;
+        let Value::Object(obj) = &item else {
+            return Err(EventsError::NotAnObject {
+                index,
+                got: kind_of(&item),
+            });
+        };
+        let event = match obj.get("event") {
+            None | Some(Value::Null) => return Err(EventsError::MissingEvent { index }),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(EventsError::EventNotString { index }),
+        };
+        let sg_event_id = match text_field(obj, "sg_event_id") {
+            Some(id) if !id.is_empty() => id,
+            _ => synthetic_id(&item),
+        };
+        let pool = obj.get("pool").and_then(Value::as_object);
+        let url_offset = obj.get("url_offset").and_then(Value::as_object);
+        Ok(Event {
+            sg_event_id,
+            event,
+            email: text_field(obj, "email"),
+            occurred_at: obj.get("timestamp").and_then(timestamp),
+            sg_message_id: text_field(obj, "sg_message_id"),
+            smtp_id: text_field(obj, "smtp-id"),
+            categories: categories(obj.get("category")),
+            reason: text_field(obj, "reason"),
+            status: text_field(obj, "status"),
+            response: text_field(obj, "response"),
+            attempt: int(obj.get("attempt")).and_then(|n| i32::try_from(n).ok()),
+            bounce_type: text_field(obj, "type"),
+            bounce_classification: text_field(obj, "bounce_classification"),
+            url: text_field(obj, "url"),
+            url_offset_index: url_offset
+                .and_then(|o| int(o.get("index")))
+                .and_then(|n| i32::try_from(n).ok()),
+            useragent: text_field(obj, "useragent"),
+            ip: text_field(obj, "ip"),
+            tls: boolean(obj.get("tls")),
+            sg_machine_open: boolean(obj.get("sg_machine_open")),
+            asm_group_id: int(obj.get("asm_group_id")),
+            marketing_campaign_id: int(obj.get("marketing_campaign_id")),
+            marketing_campaign_name: text_field(obj, "marketing_campaign_name"),
+            pool_name: pool.and_then(|p| text_field(p, "name")),
+            pool_id: pool.and_then(|p| int(p.get("id"))),
+            raw: EventJson(text.to_owned()),
+        })
+    }
+
+    /// A JSON value as text, with what the fast path treats specially: escapes (surrogate
+    /// pairs, lone surrogates, escaped keys), numbers as strings, nesting, duplicate keys.
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            (-1e20f64..1e20).prop_map(|f| serde_json::to_string(&f).unwrap()),
+            Just("1e15".to_string()),
+            Just("1700000000123".to_string()),
+            Just("\"1700000000\"".to_string()),
+            Just("\" 1 \"".to_string()),
+            Just("\"true\"".to_string()),
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just(r#""\ud83d\ude00 pair""#.to_string()),
+            Just(r#""\ud800 lone high""#.to_string()),
+            Just(r#""\udc00""#.to_string()),
+            Just(r#""\ud800\u0041""#.to_string()),
+            Just(r#""\\ud800 an escaped backslash""#.to_string()),
+            Just(r#""tab\t\u00e9\"""#.to_string()),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key(), inner), 0..4).prop_map(|kv| {
+                    let fields: Vec<String> =
+                        kv.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// A key as JSON text: mostly ones the parser reads, some escaped, some custom.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(KNOWN.to_vec()).prop_map(|k| format!("\"{k}\"")),
+            Just(r#""ev\u0065nt""#.to_string()),
+            Just(r#""index""#.to_string()),
+            Just(r#""id""#.to_string()),
+            Just(r#""name""#.to_string()),
+            "[a-z_]{1,8}".prop_map(|k| format!("\"{k}\"")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn the_fast_parse_reads_what_a_parsed_value_reads(
+            fields in prop::collection::vec((key(), json_value()), 0..12),
+            event in prop_oneof![Just(r#""open""#.to_string()), json_value()],
+        ) {
+            let mut entries: Vec<String> = vec![format!("\"event\":{event}")];
+            entries.extend(fields.into_iter().map(|(k, v)| format!("{k} : {v}")));
+            let body = format!("[{{{}}}]", entries.join(","));
+            let fast = parse_events(body.as_bytes());
+            let items: Vec<&RawValue> = serde_json::from_str(&body).unwrap();
+            let reference = reference_parse_one(0, items[0]).map(|e| vec![e]);
+            match (&fast, &reference) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", body),
+                (Err(a), Err(b)) => prop_assert_eq!(
+                    std::mem::discriminant(a), std::mem::discriminant(b), "{}: {:?} / {:?}", body, a, b
+                ),
+                _ => prop_assert!(false, "{}: fast {:?}, reference {:?}", body, fast, reference),
+            }
+        }
+    }
 
     #[test]
     fn synthetic_id_ignores_key_order_and_spacing() {
@@ -277,6 +572,21 @@ mod tests {
             parse_events(br#"[{"event":"open","x":"\ud800"}]"#),
             Err(EventsError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn a_number_beyond_f64_is_kept_as_sent_and_reads_as_absent() {
+        // Valid JSON that serde_json cannot build a Value of: the batch is stored, the payload
+        // keeps the text (Postgres's json and numeric hold it), a typed column stays empty.
+        let events = parse_events(
+            br#"[{"event":"open","sg_event_id":"e1","custom":1e400,"asm_group_id":1e400}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            events[0].raw.as_str(),
+            r#"{"event":"open","sg_event_id":"e1","custom":1e400,"asm_group_id":1e400}"#
+        );
+        assert_eq!(events[0].asm_group_id, None);
     }
 
     #[test]

@@ -24,7 +24,6 @@
 //! locks in the same order and cannot deadlock.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use mailroom_sendgrid::Event;
@@ -94,7 +93,10 @@ fn in_postgres_range(t: DateTime<Utc>) -> bool {
 /// A Postgres array literal of quoted elements: `{"a","b \"c\""}`. Inside double quotes only
 /// `"` and `\` need a backslash, so every element (empty, `NULL`, commas, braces, spaces)
 /// reads back exactly; NUL is removed as everywhere else.
-fn text_array_literal(items: &[String]) -> String {
+fn text_array_literal(items: &[String]) -> Cow<'static, str> {
+    if items.is_empty() {
+        return Cow::Borrowed("{}");
+    }
     let mut out = String::with_capacity(2 + items.iter().map(|i| i.len() + 3).sum::<usize>());
     out.push('{');
     for (i, item) in items.iter().enumerate() {
@@ -115,7 +117,7 @@ fn text_array_literal(items: &[String]) -> String {
         out.push('"');
     }
     out.push('}');
-    out
+    Cow::Owned(out)
 }
 
 /// Most events bound to one INSERT statement. See the module docs.
@@ -174,13 +176,16 @@ pub async fn insert_new_events<'r, 'a>(
 }
 
 /// Dedupe on the key as stored (sanitized), keep the first occurrence, sort by key (across
-/// chunks too, so lock order stays global).
+/// chunks too, so lock order stays global). A stable sort of one vector, then adjacent
+/// duplicates dropped: the first occurrence is the first of its run.
 fn dedupe<'r, 'a>(records: &'r [EventRecord<'a>]) -> Vec<(Cow<'r, str>, &'r EventRecord<'a>)> {
-    let mut unique: BTreeMap<Cow<'r, str>, &'r EventRecord<'a>> = BTreeMap::new();
-    for r in records {
-        unique.entry(event_key(&r.event.sg_event_id)).or_insert(r);
-    }
-    unique.into_iter().collect()
+    let mut unique: Vec<(Cow<'r, str>, &'r EventRecord<'a>)> = records
+        .iter()
+        .map(|r| (event_key(&r.event.sg_event_id), r))
+        .collect();
+    unique.sort_by(|a, b| a.0.cmp(&b.0));
+    unique.dedup_by(|later, first| later.0 == first.0);
+    unique
 }
 
 /// The `sg_event_id` as stored. Postgres text cannot hold NUL, and removing it would merge two
