@@ -27,6 +27,9 @@ use infra::{Env, WorkerTuning};
 use mailroom_envelope::Kind;
 
 const LIMIT: Duration = Duration::from_secs(600);
+/// Connection counts of the store-path-alone rows. The worker's default pool is 16, but with
+/// the default 200 messages in flight and batches of up to 100 it has 2 or 3 transactions open.
+const PG_CONNECTIONS: [usize; 3] = [1, 2, 4];
 /// A peer that has not finished by then is stopped and its rate computed from what it stored.
 const PEER_LIMIT: Duration = Duration::from_secs(120);
 
@@ -219,6 +222,21 @@ async fn main() -> Result<()> {
             progress(&r);
             repeated.push(r);
         }
+        // The store path alone, in the same rounds, so the worker's ratio to it is measured
+        // side by side.
+        if want("pg") {
+            for conns in PG_CONNECTIONS {
+                let r = measured(pg_ceiling(
+                    &env,
+                    &format!("{run}r{rep}p{conns}"),
+                    &msgs,
+                    conns,
+                ))
+                .await?;
+                progress(&r);
+                repeated.push(r);
+            }
+        }
         if want("peers") || want("node") || want("celery") {
             if let Some(dir) = &a.peers {
                 if want("peers") || want("node") {
@@ -244,7 +262,11 @@ async fn main() -> Result<()> {
             }
         }
     }
+    let mut store_alone = Vec::new();
     for r in medians(&repeated) {
+        if r.name.starts_with("store path alone") {
+            store_alone.push((r.name.clone(), r.msgs_per_s));
+        }
         if r.name.starts_with("ideal") {
             ideal = Some(r.msgs_per_s);
         } else if r.name.starts_with("mailroom worker") {
@@ -287,13 +309,6 @@ async fn main() -> Result<()> {
             rows.push(r);
         }
     }
-    if want("pg") {
-        for conns in [1usize, 4] {
-            let r = measured(pg_ceiling(&env, &format!("{run}p{conns}"), &msgs, conns)).await?;
-            progress(&r);
-            rows.push(r);
-        }
-    }
 
     println!();
     println!(
@@ -312,6 +327,9 @@ async fn main() -> Result<()> {
         println!("worker / ideal client: {:.2}", w / i);
     }
     if let Some(w) = worker {
+        for (name, rate) in &store_alone {
+            println!("worker / {name}: {:.2}", w / rate);
+        }
         for r in rows.iter().filter(|r| r.name.starts_with("peer")) {
             println!("worker / {}: {:.1}x", r.name, w / r.msgs_per_s);
         }
@@ -705,10 +723,15 @@ type Parsed = (
     Vec<mailroom_sendgrid::Event>,
 );
 
-/// The store's batch insert alone: batches like the worker's (100 messages' events per
-/// transaction), `conns` transactions at once.
+/// The store path alone: the statements of the worker's batch transaction (insert the events
+/// with `RETURNING`, then the built-in hooks, message status and suppressions, unless
+/// BENCH_BUILTIN_HOOKS=off) on pre-decoded events, batches of 100 messages' events, `conns`
+/// transactions at once. What the worker would reach if SQS, decoding and acks cost nothing.
 async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) -> Result<Row> {
-    use mailroom::store::{insert_events, EventRecord};
+    use mailroom::handlers::sendgrid::{MessageStatusHook, SuppressionsHook};
+    use mailroom::store::{insert_events, insert_new_events, EventRecord};
+    use mailroom::{NewEvent, SendgridHook, StoredBatch};
+    let hooks = std::env::var("BENCH_BUILTIN_HOOKS").as_deref() != Ok("off");
     let db = env.database(run).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(conns as u32)
@@ -743,7 +766,25 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
                     })
                     .collect();
                 let mut tx = pool.begin().await?;
-                insert_events(&mut tx, &records).await?;
+                if hooks {
+                    let new = insert_new_events(&mut tx, &records).await?;
+                    let stored = StoredBatch {
+                        events: new
+                            .iter()
+                            .map(|n| NewEvent {
+                                id: n.id,
+                                event: n.record.event,
+                                queue: n.record.queue,
+                                sqs_message_id: n.record.sqs_message_id,
+                            })
+                            .collect(),
+                        emails: Vec::new(),
+                    };
+                    MessageStatusHook.on_stored(&mut tx, &stored).await?;
+                    SuppressionsHook.on_stored(&mut tx, &stored).await?;
+                } else {
+                    insert_events(&mut tx, &records).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -758,10 +799,17 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
     Ok(Row {
         pg_cpu_s: None,
         sqs_cpu_s: None,
-        name: format!("Postgres ceiling: store insert_events, {conns} connection(s)"),
+        name: format!("store path alone, {conns} connection(s)"),
         msgs_per_s: parsed.len() as f64 / secs,
         events_per_s: total as f64 / secs,
-        note: format!("{total} events in {secs:.2} s, 100 messages per transaction"),
+        note: format!(
+            "{total} events in {secs:.2} s, 100 messages per transaction; {}",
+            if hooks {
+                "insert + message status + suppressions, as the worker's transaction"
+            } else {
+                "insert only (BENCH_BUILTIN_HOOKS=off)"
+            }
+        ),
         ..Row::default()
     })
 }
