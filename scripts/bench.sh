@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mailroom's benchmarks from one command: builds the release binaries, starts its own rustack on
 # a free loopback port, ensures Postgres, installs the peers (pinned, in a cache dir outside the
-# repo), runs mailroom-bench (ideal client, worker, peers, scaling, memory, Postgres ceiling)
+# repo), runs mailroom-bench (ideal client, worker, peers, scaling, memory, the store path alone)
 # and the router's criterion bench, and prints the tables. See BENCHMARKS.md.
 #
 #   scripts/bench.sh                 # N = 5000 messages

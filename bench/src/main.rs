@@ -1,7 +1,7 @@
 //! mailroom-bench: measures the worker side by side with an ideal SQS client, peers (npm
 //! sqs-consumer + pg, Python Celery over kombu's SQS transport), several worker processes,
-//! memory under load and with S3-offloaded bodies, and the Postgres insert ceiling. Prints a
-//! markdown table. Run it through `scripts/bench.sh`, which builds the release binaries, starts
+//! memory under load and with S3-offloaded bodies, and the store path alone (the worker's
+//! transaction, no SQS). Prints a markdown table. Run it through `scripts/bench.sh`, which builds the release binaries, starts
 //! rustack and Postgres and installs the peers.
 //!
 //! ```text
