@@ -1,6 +1,6 @@
 //! Every message this process has received and not yet acked, with the concurrency permits it
 //! holds. It is the single source of truth for three jobs: backpressure (a permit is released
-//! only when its message leaves the registry), the heartbeat (extend what is still here), and
+//! only when its message leaves the registry, with its ack queued), the heartbeat (extend what is still here), and
 //! shutdown (whatever is still here when the drain ends is released with visibility 0).
 
 use std::collections::HashMap;
@@ -62,9 +62,10 @@ impl InFlight {
         token
     }
 
-    /// The message's ack was handed to the acker: forget it (no more heartbeats, not released
-    /// on shutdown) and return its permits, to be dropped once SQS confirmed the ack, so SQS
-    /// never counts more messages in flight than the configured concurrency.
+    /// The message's ack is being handed to the acker: forget it (no more heartbeats, not
+    /// released on shutdown) and return its permits, dropped as soon as the ack is queued; the
+    /// acks awaiting SQS's answer are bounded separately, by the queue's `acks_pending`
+    /// (`process.rs`, `Settle`).
     pub fn take(&self, token: Token) -> Option<Permits> {
         self.lock().remove(&token).map(|e| e._permits)
     }

@@ -42,6 +42,12 @@ pub struct QueueRuntime {
     pub handler: Arc<dyn Handler>,
     pub handler_name: Arc<str>,
     permits: Arc<Semaphore>,
+    /// Acks of this queue handed to the acker and not yet confirmed by SQS, at most the
+    /// queue's concurrency (`process.rs`, `Settle`): a message gives its handler permit back
+    /// when its ack is queued, not when SQS confirmed it, and takes one of these instead.
+    pub(crate) acks_pending: Arc<Semaphore>,
+    /// The queue's concurrency (the size of `permits` and of `acks_pending`).
+    pub(crate) concurrency: usize,
     /// Last receive returned messages (for strict priority).
     busy: AtomicBool,
     priority: i32,
@@ -221,6 +227,8 @@ impl Engine {
                 handler,
                 handler_name: q.handler.as_str().into(),
                 permits: Arc::new(Semaphore::new(concurrency as usize)),
+                acks_pending: Arc::new(Semaphore::new(concurrency as usize)),
+                concurrency: concurrency as usize,
                 busy: AtomicBool::new(false),
                 priority: q.priority,
             }));

@@ -15,7 +15,7 @@ use crate::handler::{DeadLetter, Job, Outcome, Retry};
 use crate::s3::OpenError;
 use crate::sqs::Received;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::acker::AckResult;
 
@@ -101,7 +101,7 @@ async fn process_round(
     let mut results = early;
     results.extend(job_deliveries.into_iter().zip(outcomes));
 
-    let mut settle = Settle::default();
+    let mut settle = Settle::reserve(queue, results.len()).await;
     let mut letters = Vec::new();
     let stopping = shared.stopping.load(std::sync::atomic::Ordering::Relaxed);
     let (mut done, mut retried, mut dead) = (0u32, 0u32, 0u32);
@@ -139,21 +139,51 @@ async fn process_round(
     settle.spawn(&batch_span);
 }
 
-/// Acks handed to the acker, with the permits their messages hold: one task per batch waits
-/// for SQS's answers, then releases the permits (so a permit is held until the message is acked).
+/// Acks handed to the acker, each holding one of its queue's `acks_pending` permits until SQS
+/// answered: one task per batch waits for the answers, then releases them.
+///
+/// A message's handler permits (queue and global) are returned as soon as its ack is queued,
+/// not when SQS confirmed it: the receive loops can start the next messages during the delete's
+/// round trip and the acker's flush interval (on AWS, 10-30 ms of every message's time). What
+/// SQS counts in flight for a queue is therefore at most its concurrency (received, not yet
+/// handled) plus its concurrency again (acks not yet confirmed): the second bound is the
+/// `acks_pending` semaphore, and a batch whose acks would pass it waits, holding its handler
+/// permits, until earlier acks are confirmed.
 ///
 /// Offloaded S3 bodies are not deleted here, on purpose: SQS delivers at least once, and a
 /// second copy of a message whose body was deleted would find its object gone and become a dead
 /// letter although its data is stored. The bucket's lifecycle rule expires bodies after a time
 /// longer than any redelivery (deploy/template.yaml: `LargeBodyRetentionDays`).
-#[derive(Default)]
 struct Settle {
-    waiting: Vec<(Option<Permits>, oneshot::Receiver<AckResult>)>,
+    /// The batch's share of `acks_pending`, taken at once before any ack is queued (taken one
+    /// by one, batches each holding some while waiting for more could wait on each other
+    /// for ever).
+    pending: Option<OwnedSemaphorePermit>,
+    waiting: Vec<oneshot::Receiver<AckResult>>,
 }
 
 impl Settle {
+    /// Wait until `acks` more acks of this queue may be pending (at most its concurrency).
+    async fn reserve(queue: &QueueRuntime, acks: usize) -> Self {
+        let most = queue.concurrency;
+        let acks = acks.min(most).max(1) as u32;
+        // The semaphore is never closed; were it, the acks would simply not be bounded.
+        let pending = queue
+            .acks_pending
+            .clone()
+            .acquire_many_owned(acks)
+            .await
+            .ok();
+        Self {
+            pending,
+            waiting: Vec::new(),
+        }
+    }
+
+    /// The ack is queued: the message's handler permits are free for the next message.
     fn add(&mut self, permits: Option<Permits>, confirmed: oneshot::Receiver<AckResult>) {
-        self.waiting.push((permits, confirmed));
+        drop(permits);
+        self.waiting.push(confirmed);
     }
 
     fn spawn(self, batch: &tracing::Span) {
@@ -163,10 +193,10 @@ impl Settle {
         let span = trace::ack(batch, self.waiting.len());
         tokio::spawn(
             async move {
-                for (permits, confirmed) in self.waiting {
+                for confirmed in self.waiting {
                     let _ = confirmed.await;
-                    drop(permits);
                 }
+                drop(self.pending);
             }
             .instrument(span),
         );
