@@ -1,7 +1,8 @@
 //! Every message this process has received and not yet acked, with the concurrency permits it
 //! holds. It is the single source of truth for three jobs: backpressure (a permit is released
-//! only when its message leaves the registry, with its ack queued), the heartbeat (extend what is still here), and
-//! shutdown (whatever is still here when the drain ends is released with visibility 0).
+//! only when its message leaves the registry, with its ack queued), the heartbeat (extend what
+//! is still here), and shutdown (whatever is still here when the drain ends is released with
+//! visibility 0).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
