@@ -1,8 +1,8 @@
 //! mailroom-bench: measures the worker side by side with an ideal SQS client, peers (npm
 //! sqs-consumer + pg, Python Celery over kombu's SQS transport), several worker processes,
 //! memory under load and with S3-offloaded bodies, and the store path alone (the worker's
-//! transaction, no SQS). Prints a markdown table. Run it through `scripts/bench.sh`, which builds the release binaries, starts
-//! rustack and Postgres and installs the peers.
+//! transaction, no SQS). Prints a markdown table. Run it through `scripts/bench.sh`, which
+//! builds the release binaries, starts rustack and Postgres and installs the peers.
 //!
 //! ```text
 //! mailroom-bench --endpoint URL --database-url URL --mailroom target/release/mailroom \
@@ -769,15 +769,7 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
                 if hooks {
                     let new = insert_new_events(&mut tx, &records).await?;
                     let stored = StoredBatch {
-                        events: new
-                            .iter()
-                            .map(|n| NewEvent {
-                                id: n.id,
-                                event: n.record.event,
-                                queue: n.record.queue,
-                                sqs_message_id: n.record.sqs_message_id,
-                            })
-                            .collect(),
+                        events: new.iter().map(NewEvent::from).collect(),
                         emails: Vec::new(),
                     };
                     MessageStatusHook.on_stored(&mut tx, &stored).await?;

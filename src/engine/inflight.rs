@@ -64,11 +64,10 @@ impl InFlight {
     }
 
     /// The message's ack is being handed to the acker: forget it (no more heartbeats, not
-    /// released on shutdown) and return its permits, dropped as soon as the ack is queued; the
-    /// acks awaiting SQS's answer are bounded separately, by the queue's `acks_pending`
-    /// (`process.rs`, `Settle`).
-    pub fn take(&self, token: Token) -> Option<Permits> {
-        self.lock().remove(&token).map(|e| e._permits)
+    /// released on shutdown) and release its permits now; the acks awaiting SQS's answer are
+    /// bounded separately, by the queue's `acks_pending` (`process.rs`, `Settle`).
+    pub fn remove(&self, token: Token) {
+        drop(self.lock().remove(&token));
     }
 
     pub fn len(&self) -> usize {

@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use crate::acker::AckResult;
 
 use super::budget::Reserved;
-use super::inflight::{Permits, Token};
+use super::inflight::Token;
 use super::trace;
 use super::{QueueRuntime, Shared};
 use tracing::Instrument;
@@ -120,10 +120,10 @@ async fn process_round(
                 metrics::counter!("mailroom_messages_retried_total", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string()).increment(1);
                 // Out of the registry first: a heartbeat tick after the visibility change was
                 // queued would otherwise extend the message and override the retry's delay.
-                let permits = shared.inflight.take(delivery.token);
+                shared.inflight.remove(delivery.token);
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
-                settle.add(permits, confirmed);
+                settle.add(confirmed);
             }
             Decision::DeadLetter(reason) => letters.push((delivery, reason)),
         }
@@ -165,8 +165,7 @@ struct Settle {
 impl Settle {
     /// Wait until `acks` more acks of this queue may be pending (at most its concurrency).
     async fn reserve(queue: &QueueRuntime, acks: usize) -> Self {
-        let most = queue.concurrency;
-        let acks = acks.min(most).max(1) as u32;
+        let acks = acks.min(queue.concurrency) as u32;
         // The semaphore is never closed; were it, the acks would simply not be bounded.
         let pending = queue
             .acks_pending
@@ -180,9 +179,8 @@ impl Settle {
         }
     }
 
-    /// The ack is queued: the message's handler permits are free for the next message.
-    fn add(&mut self, permits: Option<Permits>, confirmed: oneshot::Receiver<AckResult>) {
-        drop(permits);
+    /// An ack was queued (its message left the registry, and with it its handler permits).
+    fn add(&mut self, confirmed: oneshot::Receiver<AckResult>) {
         self.waiting.push(confirmed);
     }
 
@@ -371,10 +369,10 @@ fn decide(queue: &QueueRuntime, message: &Received, outcome: Outcome, stopping: 
 
 fn delete(queue: &QueueRuntime, shared: &Shared, settle: &mut Settle, delivery: Delivery) {
     // Out of the registry before the delete is queued, so no heartbeat extends it meanwhile.
-    let permits = shared.inflight.take(delivery.token);
+    shared.inflight.remove(delivery.token);
     let receipt = delivery.message.receipt_handle.clone();
     let confirmed = shared.acker.delete(&queue.queue, receipt);
-    settle.add(permits, confirmed);
+    settle.add(confirmed);
 }
 
 async fn keep_as_dead_letters(
@@ -420,10 +418,10 @@ async fn keep_as_dead_letters(
                 .collect();
             tracing::error!(queue = %queue.queue.name, handler = %queue.handler_name, messages = letters.len(), ?message_ids, %error, retry_in_secs = secs, "could not keep dead letters; the messages stay in SQS");
             for (delivery, _) in letters {
-                let permits = shared.inflight.take(delivery.token);
+                shared.inflight.remove(delivery.token);
                 let receipt = delivery.message.receipt_handle.clone();
                 let confirmed = shared.acker.change_visibility(&queue.queue, receipt, secs);
-                settle.add(permits, confirmed);
+                settle.add(confirmed);
             }
         }
     }

@@ -12,7 +12,7 @@ use mailroom_sendgrid::{Event, InboundEmail};
 use sqlx::PgConnection;
 
 use crate::handler::BoxFuture;
-use crate::store::{classify, ErrorClass};
+use crate::store::{classify, ErrorClass, InsertedEvent};
 
 /// An event that this transaction stored for the first time.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +23,18 @@ pub struct NewEvent<'a> {
     /// The configured queue and the SQS message that carried it.
     pub queue: &'a str,
     pub sqs_message_id: &'a str,
+}
+
+impl<'r> From<&InsertedEvent<'r, '_>> for NewEvent<'r> {
+    /// A row `insert_new_events` answered with, as a hook sees it.
+    fn from(n: &InsertedEvent<'r, '_>) -> Self {
+        NewEvent {
+            id: n.id,
+            event: n.record.event,
+            queue: n.record.queue,
+            sqs_message_id: n.record.sqs_message_id,
+        }
+    }
 }
 
 /// An inbound email that this transaction stored for the first time.

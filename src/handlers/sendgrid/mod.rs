@@ -323,15 +323,7 @@ impl SendgridHandler {
             insert_events(&mut tx, &events).await?
         } else {
             let new = insert_new_events(&mut tx, &events).await?;
-            stored.events = new
-                .iter()
-                .map(|n| NewEvent {
-                    id: n.id,
-                    event: n.record.event,
-                    queue: n.record.queue,
-                    sqs_message_id: n.record.sqs_message_id,
-                })
-                .collect();
+            stored.events = new.iter().map(NewEvent::from).collect();
             new.len() as u64
         };
 
