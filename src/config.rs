@@ -16,8 +16,15 @@ pub const MAX_BATCH_SIZE: u32 = 10;
 /// Longest visibility timeout SQS allows (12 hours).
 pub const MAX_VISIBILITY_TIMEOUT_SECS: u32 = 43_200;
 
-/// Default `[worker] total_concurrency`.
-pub const DEFAULT_TOTAL_CONCURRENCY: u32 = 200;
+/// Default `[worker] total_concurrency`: the most messages in flight. With the adaptive limit
+/// (`engine/limit.rs`) this is a ceiling the process reaches only while SQS latency needs it:
+/// at 20 ms each way a message is held ~80 ms, and ~11k one-event messages/s (what one worker
+/// process stores on 2 cores) need ~900 in flight.
+pub const DEFAULT_TOTAL_CONCURRENCY: u32 = 1000;
+/// Default `[worker] min_concurrency`: where the adaptive limit starts, and its floor.
+/// 200 was the fixed default before the limit adapted: on a load Postgres bounds, a lower
+/// floor only made batches smaller (measured: mixed load ~10% slower with the floor at 100).
+pub const DEFAULT_MIN_CONCURRENCY: u32 = 200;
 /// Default `batch_window_ms`: one Postgres transaction per 20 ms of receives instead of one
 /// per receive (on the bench, 1.4-1.8x less worker CPU per message than no window).
 pub const DEFAULT_BATCH_WINDOW_MS: u64 = 20;
@@ -74,8 +81,15 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// Most messages in flight across all queues in this process.
+    /// Most messages in flight across all queues in this process (the adaptive limit's
+    /// ceiling).
     pub total_concurrency: u32,
+    /// true: the in-flight limit moves between `min_concurrency` and `total_concurrency` by
+    /// how long messages take (`engine/limit.rs`); false: fixed at `total_concurrency`.
+    pub adaptive_concurrency: bool,
+    /// The adaptive limit's start and floor; default [`DEFAULT_MIN_CONCURRENCY`] (or
+    /// `total_concurrency` when that is lower).
+    pub min_concurrency: Option<u32>,
     /// How long SIGTERM waits for running handlers before releasing their messages.
     pub shutdown_timeout_secs: u64,
     /// How queues share `total_concurrency`: "weighted" or "strict_priority".
@@ -88,10 +102,12 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            // What the bench measures (BENCHMARKS.md): at 10 ms of SQS latency each message is
-            // held ~55 ms, so 64 permits, not CPU, capped the rate; 200 keeps peak RSS under
-            // 50 MiB.
+            // What the bench measures (BENCHMARKS.md): the limit starts at 200 and rises
+            // toward 1000 only while messages are waited on elsewhere (SQS latency), not while
+            // this process or Postgres is the bound.
             total_concurrency: DEFAULT_TOTAL_CONCURRENCY,
+            adaptive_concurrency: true,
+            min_concurrency: None,
             shutdown_timeout_secs: 25,
             scheduling: Scheduling::Weighted,
             max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
@@ -302,7 +318,11 @@ pub enum ReceiveLoopsSetting {
     Max(u32),
 }
 
-/// The most loops `receive_loops = "auto"` opens for one queue.
+/// The most loops `receive_loops = "auto"` opens for one queue. A loop brings at most a batch
+/// (10) per round trip: at 20 ms of SQS latency each way a receive takes ~45 ms, so 16 loops
+/// cap one queue at ~3,500 msgs/s (measured: 3,254 with 16, 4,354 with 48). 64 were measured
+/// too, and cost 60% more worker CPU per message on loopback (BENCHMARKS.md), so 16 stays; a
+/// queue on a distant SQS can set `receive_loops` higher.
 pub const MAX_AUTO_RECEIVE_LOOPS: u32 = 16;
 
 impl<'de> Deserialize<'de> for ReceiveLoopsSetting {
@@ -481,6 +501,9 @@ impl Config {
         if self.worker.total_concurrency == 0 {
             problems.push("worker.total_concurrency must be at least 1".into());
         }
+        if self.worker.min_concurrency == Some(0) {
+            problems.push("worker.min_concurrency must be at least 1".into());
+        }
         if self.store.database_url.is_none() {
             problems
                 .push("store.database_url is not set (set it or the DATABASE_URL env var)".into());
@@ -566,6 +589,17 @@ impl Config {
                     .into(),
             );
         }
+        if let Some(min) = self
+            .worker
+            .min_concurrency
+            .filter(|&m| self.worker.adaptive_concurrency && m > self.worker.total_concurrency)
+        {
+            warnings.push(format!(
+                "worker.min_concurrency ({min}) is above worker.total_concurrency ({}): the \
+                 in-flight limit stays at total_concurrency",
+                self.worker.total_concurrency
+            ));
+        }
         for q in &self.queues {
             if let Some(c) = q.concurrency.filter(|&c| c > self.worker.total_concurrency) {
                 warnings.push(format!(
@@ -576,6 +610,20 @@ impl Config {
             }
         }
         warnings
+    }
+
+    /// The in-flight limit's bounds, (start and floor, ceiling): equal when it does not adapt.
+    pub fn concurrency_bounds(&self) -> (u32, u32) {
+        let max = self.worker.total_concurrency.max(1);
+        if self.worker.adaptive_concurrency {
+            let min = self
+                .worker
+                .min_concurrency
+                .unwrap_or(DEFAULT_MIN_CONCURRENCY);
+            (min.clamp(1, max), max)
+        } else {
+            (max, max)
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -648,11 +696,13 @@ mod tests {
         let q = &c.queues[0];
         assert_eq!(q.wait_time_secs, 20);
         assert_eq!(q.batch_size, 10);
-        assert_eq!(c.queue_concurrency(q), 200);
+        assert_eq!(c.queue_concurrency(q), 1000);
+        assert_eq!(c.concurrency_bounds(), (200, 1000));
         assert_eq!(q.batch_window_ms, 20);
         assert_eq!(q.max_batch_messages, 100);
         assert_eq!(q.receive_loops, ReceiveLoopsSetting::Auto);
-        assert_eq!(q.receive_loops(200), 16, "auto: at most 16");
+        assert_eq!(q.receive_loops(100), 10, "auto: concurrency / batch size");
+        assert_eq!(q.receive_loops(1000), 16, "auto: at most 16");
         assert_eq!(
             q.receive_loops(64),
             7,
@@ -805,6 +855,46 @@ mod handler_sections {
             "{:?}",
             c.warnings()
         );
+    }
+
+    #[test]
+    fn the_in_flight_limit_adapts_between_min_and_total_unless_turned_off() {
+        let bounds = |worker: &str| {
+            Config::parse(&format!("[worker]\n{worker}\n{QUEUE}\n"), "x.toml")
+                .unwrap()
+                .concurrency_bounds()
+        };
+        assert_eq!(bounds(""), (200, 1000), "the defaults");
+        assert_eq!(bounds("total_concurrency = 32"), (32, 32), "a low ceiling");
+        assert_eq!(
+            bounds("min_concurrency = 20\ntotal_concurrency = 300"),
+            (20, 300)
+        );
+        assert_eq!(
+            bounds("adaptive_concurrency = false\ntotal_concurrency = 300"),
+            (300, 300),
+            "fixed"
+        );
+        let c = Config::parse(
+            &format!("[worker]\nmin_concurrency = 50\ntotal_concurrency = 10\n{QUEUE}\n"),
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.concurrency_bounds(), (10, 10));
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("min_concurrency (50)")),
+            "{:?}",
+            c.warnings()
+        );
+        let err = Config::parse(
+            &format!("[worker]\nmin_concurrency = 0\n{QUEUE}\n"),
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("min_concurrency must be at least 1"), "{err}");
     }
 }
 

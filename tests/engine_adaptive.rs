@@ -1,6 +1,9 @@
 //! Adaptive receive loops against a real SQS-compatible server (rustack): an idle queue costs
 //! one long poll however many loops are allowed, a full queue grows its loops, and a queue
-//! that went idle after a burst settles back to one (`src/engine/adapt.rs`).
+//! that went idle after a burst settles back to one (`src/engine/adapt.rs`). And the adaptive
+//! in-flight limit (`src/engine/limit.rs`): messages that wait on something outside (as on
+//! SQS latency) raise it to the ceiling and no further; messages that queue in the process
+//! keep it near its floor.
 
 mod common;
 
@@ -10,18 +13,21 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use common::*;
 use mailroom::config::Config;
-use mailroom::engine::{Controls, Engine, EngineParts, ReceiveLoops, ShutdownReport};
-use mailroom::handler::Registry;
+use mailroom::engine::{
+    ConcurrencyLimit, Controls, Engine, EngineParts, ReceiveLoops, ShutdownReport,
+};
+use mailroom::handler::{BoxFuture, Handler, Job, Outcome, Registry};
 use mailroom::s3::Bodies;
 
-/// An in-process engine with its receive loops visible.
+/// An in-process engine with its receive loops and in-flight limit visible.
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<ShutdownReport>,
     loops: ReceiveLoops,
+    limit: Arc<ConcurrencyLimit>,
 }
 
-async fn start(config: Config, handler: Arc<Recording>) -> Running {
+async fn start(config: Config, handler: Arc<dyn Handler>) -> Running {
     let aws = sdk_config(&endpoint()).await;
     let mut registry = Registry::new();
     registry.register("test", handler);
@@ -39,6 +45,7 @@ async fn start(config: Config, handler: Arc<Recording>) -> Running {
     })
     .expect("engine");
     let loops = engine.receive_loops();
+    let limit = engine.concurrency_limit();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(engine.run(
         async {
@@ -46,7 +53,12 @@ async fn start(config: Config, handler: Arc<Recording>) -> Running {
         },
         Controls::default(),
     ));
-    Running { stop, task, loops }
+    Running {
+        stop,
+        task,
+        loops,
+        limit,
+    }
 }
 
 impl Running {
@@ -139,4 +151,128 @@ async fn a_full_queue_grows_its_loops_then_settles_to_one_poll_when_drained() {
     let counts = handler.counts_by_body();
     assert_eq!(counts.len(), 600, "every message handled");
     assert_eq!(depth(&sqs, &url).await, (0, 0));
+}
+
+/// The most in-flight limit (target) and the most handlers running, sampled every 20 ms until
+/// `done` or `secs` pass.
+async fn watch_limit(
+    limit: &ConcurrencyLimit,
+    secs: u64,
+    mut done: impl FnMut() -> bool,
+) -> (u32, u32) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let (mut most_target, mut most_current) = (0, 0);
+    while tokio::time::Instant::now() < until && !done() {
+        most_target = most_target.max(limit.target());
+        most_current = most_current.max(limit.current());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (most_target, most_current)
+}
+
+/// Each message waits 30 ms on something outside the process (a sleep, as a message waits on
+/// SQS round trips), concurrently: more in flight is more rate, and nothing queues here. The
+/// limit climbs from its floor to the ceiling, never past it.
+#[tokio::test]
+async fn messages_that_wait_outside_raise_the_in_flight_limit_to_its_ceiling() {
+    let sqs = sqs().await;
+    let name = unique_dashed("limit-up");
+    let url = create_queue(&sqs, &name, 30, None).await;
+    send_numbered(&sqs, &url, 3000).await;
+    let handler = Recording::new(Arc::new(|_| Outcome::Done), Duration::from_millis(30));
+    let mut cfg = config(
+        &name,
+        &url,
+        "receive_loops = 16\nconcurrency = 200\nbatch_window_ms = 0",
+    );
+    cfg.worker.total_concurrency = 200;
+    cfg.worker.min_concurrency = Some(10);
+    let running = start(cfg, handler.clone()).await;
+    let limit = running.limit.clone();
+    assert_eq!(
+        (limit.current(), limit.max()),
+        (10, 200),
+        "starts at the floor"
+    );
+    let (most_target, most_current) =
+        watch_limit(&limit, 60, || handler.seen().len() >= 3000).await;
+    eventually(60, "3000 handled", || handler.seen().len() >= 3000).await;
+    running.shutdown().await;
+
+    assert!(
+        most_target >= 150,
+        "waiting messages raised the limit only to {most_target} of 200"
+    );
+    assert!(most_target <= 200 && most_current <= 200);
+    let running_at_once = handler
+        .max_running
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        running_at_once <= 200,
+        "{running_at_once} handled at once, over the ceiling of 200"
+    );
+    assert!(
+        running_at_once > 30,
+        "only {running_at_once} at once: the limit did not open up"
+    );
+    let counts = handler.counts_by_body();
+    assert_eq!(counts.len(), 3000, "every message handled");
+    assert!(counts.values().all(|&n| n == 1), "none handled twice");
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
+}
+
+/// Handles one job at a time, 1 ms each, behind one lock: however many are in flight, 1000
+/// messages a second get through, and more in flight only wait longer for the lock.
+struct Serialized {
+    lock: tokio::sync::Mutex<()>,
+    handled: std::sync::atomic::AtomicUsize,
+}
+
+impl Handler for Serialized {
+    fn handle_batch<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let _one_at_a_time = self.lock.lock().await;
+            tokio::time::sleep(Duration::from_millis(jobs.len() as u64)).await;
+            self.handled
+                .fetch_add(jobs.len(), std::sync::atomic::Ordering::SeqCst);
+            jobs.iter().map(|_| Outcome::Done).collect()
+        })
+    }
+}
+
+/// Messages queue inside the process (a handler that takes one at a time): the receive loops
+/// still wait for permits, but a larger limit would only lengthen the queue, so the limit stays
+/// near its floor, far under the ceiling.
+#[tokio::test]
+async fn messages_that_queue_in_the_process_keep_the_in_flight_limit_near_its_floor() {
+    let sqs = sqs().await;
+    let name = unique_dashed("limit-hold");
+    let url = create_queue(&sqs, &name, 30, None).await;
+    send_numbered(&sqs, &url, 4000).await;
+    let handler = Arc::new(Serialized {
+        lock: tokio::sync::Mutex::new(()),
+        handled: Default::default(),
+    });
+    let mut cfg = config(
+        &name,
+        &url,
+        "receive_loops = 16\nconcurrency = 400\nbatch_window_ms = 0",
+    );
+    cfg.worker.total_concurrency = 400;
+    cfg.worker.min_concurrency = Some(10);
+    let running = start(cfg, handler.clone()).await;
+    let limit = running.limit.clone();
+    // About 3 s of the 4 s of work: 30 ticks of evidence.
+    let (most_target, _) = watch_limit(&limit, 3, || false).await;
+    running.shutdown().await;
+
+    let handled = handler.handled.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        handled >= 500,
+        "only {handled} handled: the test saw no load"
+    );
+    assert!(
+        most_target <= 80,
+        "queueing in the process raised the limit to {most_target} of 400"
+    );
 }

@@ -209,7 +209,7 @@ impl Env {
         let text = format!(
             r#"[worker]
 shutdown_timeout_secs = 5
-{total}[sqs]
+{total}{worker_extra}[sqs]
 endpoint_url = "{endpoint}"
 region = "us-east-1"
 {ack}[store]
@@ -231,6 +231,11 @@ retry_intervals_secs = [1, 2, 5]
                 ""
             },
             total = line("total_concurrency", t.concurrency.map(|v| v.to_string())),
+            // BENCH_WORKER_EXTRA: lines for [worker], to measure other settings with the same
+            // binary side by side (e.g. "adaptive_concurrency = false").
+            worker_extra = std::env::var("BENCH_WORKER_EXTRA")
+                .map(|v| format!("{}\n", v.replace("\\n", "\n")))
+                .unwrap_or_default(),
             concurrency = line("concurrency", t.concurrency.map(|v| v.to_string())),
             endpoint = self.worker_endpoint,
             ack = line(
@@ -255,7 +260,8 @@ retry_intervals_secs = [1, 2, 5]
             .arg("--config")
             .arg(config)
             .arg("run")
-            .env("RUST_LOG", "warn")
+            // The in-flight limit's moves too: `peak_limit` reads them back for the notes.
+            .env("RUST_LOG", "warn,mailroom::engine::limit=debug")
             .env_remove("DATABASE_URL")
             .env_remove("MAILROOM_SQS_ENDPOINT_URL")
             .stdout(Stdio::null())
@@ -263,6 +269,20 @@ retry_intervals_secs = [1, 2, 5]
             .spawn()
             .context("spawn mailroom run")
     }
+}
+
+/// The highest in-flight limit a worker's log reports ("in-flight limit adjusted", JSON
+/// lines), or None when it never moved.
+pub fn peak_limit(log: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter(|l| l.contains("in-flight limit adjusted"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("\"limit\":")?;
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        })
+        .max()
 }
 
 /// Overrides of the worker's shipped defaults, each `None` (the default) unless a `BENCH_*`

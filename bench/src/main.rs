@@ -334,7 +334,10 @@ async fn main() -> Result<()> {
             println!("worker / {}: {:.1}x", r.name, w / r.msgs_per_s);
         }
     }
-    let _ = std::fs::remove_dir_all(&a.work);
+    // BENCH_KEEP_WORK: keep the configs and worker logs for a look afterwards.
+    if std::env::var_os("BENCH_KEEP_WORK").is_none() {
+        let _ = std::fs::remove_dir_all(&a.work);
+    }
     Ok(())
 }
 
@@ -456,6 +459,9 @@ async fn workers(
     env.drop_database(run).await;
     let lost = t.events as i64 - distinct;
     let doubled = rows - distinct;
+    let peak_limit = (0..procs)
+        .filter_map(|i| infra::peak_limit(&env.work.join(format!("{run}-{i}.log"))))
+        .max();
     let name = if procs == 1 && !run.contains('s') {
         "mailroom worker (release, 1 process)".to_string()
     } else {
@@ -470,10 +476,14 @@ async fn workers(
         cpu_per_1k: Some(cpu / t.messages as f64 * 1000.0),
         rss_mib: Some(rss as f64 / 1024.0),
         note: format!(
-            "{secs:.2} s; all cores {:.0}% busy; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}",
+            "{secs:.2} s; all cores {:.0}% busy; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}{}",
             infra::busy_percent(cpu_before, cpu_after),
             t.inbound,
-            if procs > 1 { "; RSS = largest process" } else { "" }
+            if procs > 1 { "; RSS = largest process" } else { "" },
+            match peak_limit {
+                Some(peak) => format!("; in-flight limit peak {peak}"),
+                None => "; in-flight limit never moved".to_string(),
+            }
         ),
     })
 }

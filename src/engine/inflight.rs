@@ -2,7 +2,8 @@
 //! holds. It is the single source of truth for three jobs: backpressure (a permit is released
 //! only when its message leaves the registry, with its ack queued), the heartbeat (extend what
 //! is still here), and shutdown (whatever is still here when the drain ends is released with
-//! visibility 0).
+//! visibility 0). It also keeps what the in-flight limit follows (`limit.rs`): how long
+//! messages held their permits, and the bytes of the bodies held.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,9 @@ struct Entry {
     visibility_timeout_secs: u32,
     heartbeat: Option<Duration>,
     last_extended: Instant,
+    /// When its receive ended.
+    received: Instant,
+    body_bytes: u64,
     _permits: Permits,
 }
 
@@ -37,6 +41,17 @@ pub struct Token(u64);
 pub struct InFlight {
     entries: Arc<Mutex<HashMap<Token, Entry>>>,
     next: Arc<AtomicU64>,
+    /// Messages removed, and the microseconds they held their permits, since the last
+    /// [`InFlight::take_held`].
+    held: Arc<(AtomicU64, AtomicU64)>,
+    body_bytes: Arc<AtomicU64>,
+}
+
+/// What [`InFlight::take_held`] returns: messages that left, and their mean time here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub messages: u64,
+    pub mean: Duration,
 }
 
 impl InFlight {
@@ -46,6 +61,7 @@ impl InFlight {
         receipt_handle: String,
         visibility_timeout_secs: u32,
         heartbeat_secs: u32,
+        body_bytes: usize,
         permits: Permits,
     ) -> Token {
         let token = Token(self.next.fetch_add(1, Ordering::Relaxed));
@@ -57,8 +73,12 @@ impl InFlight {
             visibility_timeout_secs,
             heartbeat,
             last_extended: Instant::now(),
+            received: Instant::now(),
+            body_bytes: body_bytes as u64,
             _permits: permits,
         };
+        self.body_bytes
+            .fetch_add(entry.body_bytes, Ordering::Relaxed);
         self.lock().insert(token, entry);
         token
     }
@@ -67,7 +87,34 @@ impl InFlight {
     /// released on shutdown) and release its permits now; the acks awaiting SQS's answer are
     /// bounded separately, by the queue's `acks_pending` (`process.rs`, `Settle`).
     pub fn remove(&self, token: Token) {
-        drop(self.lock().remove(&token));
+        let Some(entry) = self.lock().remove(&token) else {
+            return;
+        };
+        let micros = entry
+            .received
+            .elapsed()
+            .as_micros()
+            .min(u128::from(u64::MAX)) as u64;
+        self.held.0.fetch_add(1, Ordering::Relaxed);
+        self.held.1.fetch_add(micros, Ordering::Relaxed);
+        self.body_bytes
+            .fetch_sub(entry.body_bytes, Ordering::Relaxed);
+    }
+
+    /// Messages removed since the last call, and their mean time from receive to removal.
+    pub fn take_held(&self) -> Held {
+        let messages = self.held.0.swap(0, Ordering::Relaxed);
+        let micros = self.held.1.swap(0, Ordering::Relaxed);
+        Held {
+            messages,
+            mean: Duration::from_micros(micros.checked_div(messages).unwrap_or(0)),
+        }
+    }
+
+    /// Mean body size of the messages here now (0 when none).
+    pub fn mean_body_bytes(&self) -> u64 {
+        let bytes = self.body_bytes.load(Ordering::Relaxed);
+        bytes.checked_div(self.len() as u64).unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -108,6 +155,8 @@ impl InFlight {
     /// Make every message still here visible again at once, and forget them.
     pub fn release_all(&self, acker: &Acker) -> usize {
         let drained: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
+        let bytes: u64 = drained.iter().map(|e| e.body_bytes).sum();
+        self.body_bytes.fetch_sub(bytes, Ordering::Relaxed);
         for entry in &drained {
             drop(acker.change_visibility(&entry.queue, entry.receipt_handle.clone(), 0));
         }

@@ -10,6 +10,7 @@ mod batcher;
 mod budget;
 mod heartbeat;
 mod inflight;
+mod limit;
 mod process;
 mod receive;
 mod trace;
@@ -33,6 +34,7 @@ pub use adapt::{LoopController, LoopState, ReceiveLoops, ReceiveSample};
 use batcher::batcher;
 use heartbeat::{heartbeat, report_in_flight};
 pub use inflight::InFlight;
+pub use limit::{ConcurrencyLimit, LimitController, LimitSample};
 use receive::{receive_loop, ReceiveLoop};
 
 /// A configured queue, resolved and ready.
@@ -61,7 +63,9 @@ pub struct Shared {
     pub inflight: InFlight,
     pub bodies: Bodies,
     pub dead_letters: Arc<dyn DeadLetterSink>,
-    global: Arc<Semaphore>,
+    /// The process-wide in-flight limit (`limit.rs`): one permit per message, as many as the
+    /// limit allows, within `[worker] min_concurrency..=total_concurrency`.
+    limit: Arc<ConcurrencyLimit>,
     /// Bytes of offloaded bodies in flight (`[worker] max_body_bytes_in_flight`).
     pub budget: budget::Budget,
     /// Set when the drain starts: a transient failure then releases its message (visibility 0)
@@ -239,7 +243,14 @@ impl Engine {
             inflight: InFlight::default(),
             bodies,
             dead_letters,
-            global: Arc::new(Semaphore::new(config.worker.total_concurrency as usize)),
+            limit: {
+                let (min, max) = config.concurrency_bounds();
+                Arc::new(ConcurrencyLimit::new(
+                    min,
+                    max,
+                    config.worker.max_body_bytes_in_flight,
+                ))
+            },
             stopping: AtomicBool::new(false),
             budget: budget::Budget::new(config.worker.max_body_bytes_in_flight),
         });
@@ -255,6 +266,12 @@ impl Engine {
     /// The registry of received, unfinished messages (for tests and telemetry).
     pub fn inflight(&self) -> InFlight {
         self.shared.inflight.clone()
+    }
+
+    /// The process-wide in-flight limit: where it is now and what bounds it (for tests and
+    /// operators).
+    pub fn concurrency_limit(&self) -> Arc<ConcurrencyLimit> {
+        self.shared.limit.clone()
     }
 
     /// Each queue's receive loops: how many poll now, at most, and at peak (for tests and
@@ -317,6 +334,7 @@ impl Engine {
             stop_receiving.clone(),
             controls.liveness.clone(),
         ));
+        let adjust = tokio::spawn(limit::adjust(shared.clone(), stop_receiving.clone()));
         let gauges = tokio::spawn(report_in_flight(
             queues.clone(),
             shared.clone(),
@@ -325,6 +343,7 @@ impl Engine {
         tracing::info!(
             queues = queues.len(),
             total_concurrency = config.worker.total_concurrency,
+            in_flight_limit = shared.limit.current(),
             "receiving"
         );
         (controls.on_ready)();
@@ -369,6 +388,7 @@ impl Engine {
         heartbeat.abort();
         let _ = heartbeat.await;
         let _ = gauges.await;
+        let _ = adjust.await;
         report.released = shared.inflight.release_all(&shared.acker);
         // Bounded whatever SQS does: a release that cannot be sent leaves the message to its
         // visibility timeout, which is what an unreachable SQS would do anyway.

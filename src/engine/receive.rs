@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -17,6 +17,7 @@ use crate::sqs;
 
 use super::adapt::ReceiveSample;
 use super::inflight::Permits;
+use super::limit::ConcurrencyLimit;
 use super::process::Delivery;
 use super::trace;
 use super::{QueueRuntime, Shared};
@@ -69,7 +70,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
         }
         let mut permits = tokio::select! {
             _ = this.stop.cancelled() => return,
-            p = acquire(queue, &this.shared.global, settings.batch_size as usize) => p,
+            p = acquire(queue, &this.shared.limit, settings.batch_size as usize) => p,
         };
         // Waiting for permits can take a while, and a higher queue may have turned busy
         // meanwhile (it is the one freeing them): give them back rather than take its turn.
@@ -109,7 +110,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                     free_permits: queue
                         .permits
                         .available_permits()
-                        .min(this.shared.global.available_permits()),
+                        .min(this.shared.limit.permits().available_permits()),
                 });
                 if messages.is_empty() {
                     metrics::counter!("mailroom_empty_receives_total", "queue" => queue.queue.name.to_string()).increment(1);
@@ -127,6 +128,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                             message.receipt_handle.clone(),
                             settings.visibility_timeout_secs,
                             settings.heartbeat_secs,
+                            message.body.len(),
                             permits,
                         );
                         let span = trace::message(&queue.queue.name, &message, &receive_span);
@@ -165,8 +167,10 @@ fn outranked(queue: &QueueRuntime, all: &[Arc<QueueRuntime>]) -> bool {
         .any(|other| other.priority > queue.priority && other.busy.load(Ordering::Relaxed))
 }
 
-/// Wait for one permit of each kind, then take up to `max` without waiting.
-async fn acquire(queue: &QueueRuntime, global: &Arc<Semaphore>, max: usize) -> Vec<Permits> {
+/// Wait for one permit of each kind, then take up to `max` without waiting. Finding no
+/// process-wide permit free is the in-flight limit's evidence that it holds the receives.
+async fn acquire(queue: &QueueRuntime, limit: &ConcurrencyLimit, max: usize) -> Vec<Permits> {
+    let global = limit.permits();
     let mut permits = Vec::with_capacity(max);
     let first_queue = queue
         .permits
@@ -174,11 +178,17 @@ async fn acquire(queue: &QueueRuntime, global: &Arc<Semaphore>, max: usize) -> V
         .acquire_owned()
         .await
         .expect("semaphores are never closed");
-    let first_global = global
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphores are never closed");
+    let first_global = match global.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            limit.note_starved();
+            global
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphores are never closed")
+        }
+    };
     permits.push(Permits {
         _queue: first_queue,
         _global: first_global,
@@ -188,6 +198,7 @@ async fn acquire(queue: &QueueRuntime, global: &Arc<Semaphore>, max: usize) -> V
             break;
         };
         let Ok(global_permit) = global.clone().try_acquire_owned() else {
+            limit.note_starved();
             break;
         };
         permits.push(Permits {
