@@ -172,7 +172,7 @@ async fn watch_limit(
 
 /// Each message waits 30 ms on something outside the process (a sleep, as a message waits on
 /// SQS round trips), concurrently: more in flight is more rate, and nothing queues here. The
-/// limit climbs from its floor to the ceiling, never past it.
+/// limit climbs from its floor (20) to the ceiling (200), never past it.
 #[tokio::test]
 async fn messages_that_wait_outside_raise_the_in_flight_limit_to_its_ceiling() {
     let sqs = sqs().await;
@@ -186,12 +186,14 @@ async fn messages_that_wait_outside_raise_the_in_flight_limit_to_its_ceiling() {
         "receive_loops = 16\nconcurrency = 200\nbatch_window_ms = 0",
     );
     cfg.worker.total_concurrency = 200;
-    cfg.worker.min_concurrency = Some(10);
+    // 20 at 30 ms each: ~60 messages per 100 ms tick, above the controller's least evidence
+    // (20) even on a loaded machine.
+    cfg.worker.min_concurrency = Some(20);
     let running = start(cfg, handler.clone()).await;
     let limit = running.limit.clone();
     assert_eq!(
         (limit.current(), limit.max()),
-        (10, 200),
+        (20, 200),
         "starts at the floor"
     );
     let (most_target, most_current) =
