@@ -43,8 +43,14 @@ pub struct InFlight {
     next: Arc<AtomicU64>,
     /// Messages removed, and the microseconds they held their permits, since the last
     /// [`InFlight::take_held`].
-    held: Arc<(AtomicU64, AtomicU64)>,
+    held: Arc<HeldCounters>,
     body_bytes: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct HeldCounters {
+    messages: AtomicU64,
+    micros: AtomicU64,
 }
 
 /// What [`InFlight::take_held`] returns: messages that left, and their mean time here.
@@ -95,16 +101,16 @@ impl InFlight {
             .elapsed()
             .as_micros()
             .min(u128::from(u64::MAX)) as u64;
-        self.held.0.fetch_add(1, Ordering::Relaxed);
-        self.held.1.fetch_add(micros, Ordering::Relaxed);
+        self.held.messages.fetch_add(1, Ordering::Relaxed);
+        self.held.micros.fetch_add(micros, Ordering::Relaxed);
         self.body_bytes
             .fetch_sub(entry.body_bytes, Ordering::Relaxed);
     }
 
     /// Messages removed since the last call, and their mean time from receive to removal.
     pub fn take_held(&self) -> Held {
-        let messages = self.held.0.swap(0, Ordering::Relaxed);
-        let micros = self.held.1.swap(0, Ordering::Relaxed);
+        let messages = self.held.messages.swap(0, Ordering::Relaxed);
+        let micros = self.held.micros.swap(0, Ordering::Relaxed);
         Held {
             messages,
             mean: Duration::from_micros(micros.checked_div(messages).unwrap_or(0)),
