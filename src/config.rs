@@ -295,7 +295,7 @@ pub struct QueueConfig {
     #[serde(default)]
     pub dead_letter: DeadLetterMode,
     /// Concurrent long polls for this queue: "auto" (default: adapted between 1 and
-    /// concurrency / batch_size, at most 16) or a number, the most it adapts up to.
+    /// concurrency / batch_size, at most 64) or a number, the most it adapts up to.
     #[serde(default)]
     pub receive_loops: ReceiveLoopsSetting,
     /// What the SQS bodies are: "envelope" (mailroom-router's envelope, the legacy API Gateway
@@ -320,10 +320,11 @@ pub enum ReceiveLoopsSetting {
 
 /// The most loops `receive_loops = "auto"` opens for one queue. A loop brings at most a batch
 /// (10) per round trip: at 20 ms of SQS latency each way a receive takes ~45 ms, so 16 loops
-/// cap one queue at ~3,500 msgs/s (measured: 3,254 with 16, 4,354 with 48). 64 were measured
-/// too, and cost 60% more worker CPU per message on loopback (BENCHMARKS.md), so 16 stays; a
-/// queue on a distant SQS can set `receive_loops` higher.
-pub const MAX_AUTO_RECEIVE_LOOPS: u32 = 16;
+/// capped one queue at ~3,500 msgs/s (measured: 3,254 with 16, 4,354 with 48). How many of
+/// them poll follows the receives' round trip (`engine/adapt.rs`), so on a near SQS server
+/// the count stops where more loops would only queue there, and a high maximum costs nothing
+/// (BENCHMARKS.md, "receive loops follow the round trip").
+pub const MAX_AUTO_RECEIVE_LOOPS: u32 = 64;
 
 impl<'de> Deserialize<'de> for ReceiveLoopsSetting {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -702,7 +703,7 @@ mod tests {
         assert_eq!(q.max_batch_messages, 100);
         assert_eq!(q.receive_loops, ReceiveLoopsSetting::Auto);
         assert_eq!(q.receive_loops(100), 10, "auto: concurrency / batch size");
-        assert_eq!(q.receive_loops(1000), 16, "auto: at most 16");
+        assert_eq!(q.receive_loops(1000), 64, "auto: at most 64");
         assert_eq!(
             q.receive_loops(64),
             7,

@@ -3,9 +3,12 @@
 //! that went idle after a burst settles back to one (`src/engine/adapt.rs`). And the adaptive
 //! in-flight limit (`src/engine/limit.rs`): messages that wait on something outside (as on
 //! SQS latency) raise it to the ceiling and no further; messages that queue in the process
-//! keep it near its floor.
+//! keep it near its floor. And both at a distant SQS (a delay proxy on loopback): the loops
+//! grow past what a near server needs, since their round trip does not rise with them.
 
 mod common;
+#[path = "../bench/src/latency.rs"]
+mod latency;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,12 @@ struct Running {
 }
 
 async fn start(config: Config, handler: Arc<dyn Handler>) -> Running {
-    let aws = sdk_config(&endpoint()).await;
+    start_at(&endpoint(), config, handler).await
+}
+
+/// The engine talking to SQS at `endpoint` (the shared server, or a delay proxy before it).
+async fn start_at(endpoint: &str, config: Config, handler: Arc<dyn Handler>) -> Running {
+    let aws = sdk_config(endpoint).await;
     let mut registry = Registry::new();
     registry.register("test", handler);
     let sqs = Client::new(&aws);
@@ -277,4 +285,38 @@ async fn messages_that_queue_in_the_process_keep_the_in_flight_limit_near_its_fl
         most_target <= 80,
         "queueing in the process raised the limit to {most_target} of 400"
     );
+}
+
+/// At 20 ms each way every receive takes ~40 ms however many loops poll, so a loop brings at
+/// most ~250 messages a second: the 16 loops "auto" used to stop at held one queue to ~3,500
+/// msgs/s. The round trip does not rise as loops are added (nothing queues at the server), so
+/// they keep growing while receives come back full with permits free.
+#[tokio::test]
+async fn receive_loops_at_a_distant_sqs_grow_past_sixteen() {
+    let sqs = sqs().await;
+    let name = unique_dashed("adapt-distant");
+    let url = create_queue(&sqs, &name, 60, None).await;
+    send_numbered(&sqs, &url, 4000).await;
+    let proxy = latency::start(&endpoint(), Duration::from_millis(20))
+        .await
+        .expect("delay proxy");
+    let handler = Recording::done();
+    let mut cfg = config(&name, &url, "batch_window_ms = 0");
+    cfg.worker.total_concurrency = 1000;
+    cfg.worker.min_concurrency = Some(1000);
+    let running = start_at(&proxy.url, cfg, handler.clone()).await;
+    let state = running.loops.queue(&name).expect("queue known");
+    assert_eq!(state.max(), 64, "auto allows 64 loops for 1000 in flight");
+    eventually(90, "4000 handled", || handler.seen().len() >= 4000).await;
+    let peak = state.peak();
+    running.shutdown().await;
+
+    assert!(
+        peak > 16,
+        "at 20 ms each way the receive loops grew only to {peak}"
+    );
+    let counts = handler.counts_by_body();
+    assert_eq!(counts.len(), 4000, "every message handled");
+    assert!(counts.values().all(|&n| n == 1), "none handled twice");
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
 }

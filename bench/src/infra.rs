@@ -260,8 +260,12 @@ retry_intervals_secs = [1, 2, 5]
             .arg("--config")
             .arg(config)
             .arg("run")
-            // The in-flight limit's moves too: `peak_limit` reads them back for the notes.
-            .env("RUST_LOG", "warn,mailroom::engine::limit=debug")
+            // The in-flight limit's and the receive loops' moves too: `peak_logged` reads
+            // them back for the notes.
+            .env(
+                "RUST_LOG",
+                "warn,mailroom::engine::limit=debug,mailroom::engine::adapt=debug",
+            )
             .env_remove("DATABASE_URL")
             .env_remove("MAILROOM_SQS_ENDPOINT_URL")
             .stdout(Stdio::null())
@@ -271,14 +275,16 @@ retry_intervals_secs = [1, 2, 5]
     }
 }
 
-/// The highest in-flight limit a worker's log reports ("in-flight limit adjusted", JSON
-/// lines), or None when it never moved.
-pub fn peak_limit(log: &Path) -> Option<u32> {
+/// The highest value of `field` a worker's log reports on its lines saying `message` (JSON
+/// lines: "in-flight limit adjusted" with "limit", "receive loops adjusted" with "loops"), or
+/// None when it never moved.
+pub fn peak_logged(log: &Path, message: &str, field: &str) -> Option<u32> {
     let text = std::fs::read_to_string(log).ok()?;
+    let key = format!("\"{field}\":");
     text.lines()
-        .filter(|l| l.contains("in-flight limit adjusted"))
+        .filter(|l| l.contains(message))
         .filter_map(|l| {
-            let (_, rest) = l.split_once("\"limit\":")?;
+            let (_, rest) = l.split_once(&key)?;
             let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
             digits.parse().ok()
         })

@@ -459,9 +459,15 @@ async fn workers(
     env.drop_database(run).await;
     let lost = t.events as i64 - distinct;
     let doubled = rows - distinct;
-    let peak_limit = (0..procs)
-        .filter_map(|i| infra::peak_limit(&env.work.join(format!("{run}-{i}.log"))))
-        .max();
+    let peak = |message: &str, field: &str| {
+        (0..procs)
+            .filter_map(|i| {
+                infra::peak_logged(&env.work.join(format!("{run}-{i}.log")), message, field)
+            })
+            .max()
+    };
+    let peak_limit = peak("in-flight limit adjusted", "limit");
+    let peak_loops = peak("receive loops adjusted", "loops");
     let name = if procs == 1 && !run.contains('s') {
         "mailroom worker (release, 1 process)".to_string()
     } else {
@@ -476,14 +482,15 @@ async fn workers(
         cpu_per_1k: Some(cpu / t.messages as f64 * 1000.0),
         rss_mib: Some(rss as f64 / 1024.0),
         note: format!(
-            "{secs:.2} s; all cores {:.0}% busy; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}{}",
+            "{secs:.2} s; all cores {:.0}% busy; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}{}; receive loops peak {}",
             infra::busy_percent(cpu_before, cpu_after),
             t.inbound,
             if procs > 1 { "; RSS = largest process" } else { "" },
             match peak_limit {
                 Some(peak) => format!("; in-flight limit peak {peak}"),
                 None => "; in-flight limit never moved".to_string(),
-            }
+            },
+            peak_loops.unwrap_or(1)
         ),
     })
 }

@@ -1,7 +1,7 @@
 //! The receive loops: each long-polls its queue for only as many messages as there are free
 //! permits (queue and global), registers what it got in the in-flight registry, and hands it to
 //! the queue's batcher. Under strict priority a loop yields to busier queues of higher priority.
-//! Each receive's result goes to the queue's loop controller (`adapt.rs`); loop `index` polls
+//! Each receive's result and round trip go to the queue's loop controller (`adapt.rs`); loop `index` polls
 //! only while the controller's target is above it, and otherwise waits parked.
 
 use std::sync::atomic::Ordering;
@@ -84,6 +84,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
         let receive_span = trace::receive(&queue.queue.name, permits.len());
         let asked = permits.len() as u32;
         let open = queue.loops.poll_open();
+        let sent = std::time::Instant::now();
         let result = sqs::receive(
             &this.sqs,
             &queue.queue.url,
@@ -93,6 +94,7 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
         )
         .instrument(receive_span.clone())
         .await;
+        let answered = std::time::Instant::now();
         drop(open);
         this.liveness.bump();
         match result {
@@ -111,6 +113,8 @@ pub(super) async fn receive_loop(mut this: ReceiveLoop) {
                         .permits
                         .available_permits()
                         .min(this.shared.limit.permits().available_permits()),
+                    took: answered - sent,
+                    at: answered,
                 });
                 if messages.is_empty() {
                     metrics::counter!("mailroom_empty_receives_total", "queue" => queue.queue.name.to_string()).increment(1);
