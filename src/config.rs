@@ -30,6 +30,11 @@ pub const DEFAULT_MIN_CONCURRENCY: u32 = 200;
 pub const DEFAULT_BATCH_WINDOW_MS: u64 = 20;
 /// Default `max_batch_messages`.
 pub const DEFAULT_MAX_BATCH_MESSAGES: u32 = 100;
+/// Default `max_partial_batches`: while one batch smaller than `max_batch_messages` runs, the
+/// next one keeps gathering (as Nagle's algorithm holds a small segment while one is
+/// unacknowledged), so under load transactions are full and few, and an idle queue still
+/// starts each batch at once (BENCHMARKS.md, "partial batches").
+pub const DEFAULT_MAX_PARTIAL_BATCHES: u32 = 1;
 
 /// Default `[worker] max_body_bytes_in_flight`: one body of the 64 MiB envelope limit at a time.
 pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
@@ -290,6 +295,11 @@ pub struct QueueConfig {
     /// Most messages in one handler batch.
     #[serde(default = "default_max_batch")]
     pub max_batch_messages: u32,
+    /// Most batches smaller than `max_batch_messages` running at once for this queue; while
+    /// that many run, the next batch keeps gathering past its window until one ends or it is
+    /// full. Full batches start whatever runs. 0: no bound (each window's batch starts at once).
+    #[serde(default = "default_max_partial_batches")]
+    pub max_partial_batches: u32,
     /// Where exhausted messages go: "table" (the store's dead-letter table, then deleted) or
     /// "sqs" (left to the queue's redrive policy).
     #[serde(default)]
@@ -394,6 +404,9 @@ fn default_max_batch() -> u32 {
 }
 fn default_batch_window() -> u64 {
     DEFAULT_BATCH_WINDOW_MS
+}
+fn default_max_partial_batches() -> u32 {
+    DEFAULT_MAX_PARTIAL_BATCHES
 }
 
 /// Everything wrong with a config, each with the key it concerns.
@@ -701,6 +714,7 @@ mod tests {
         assert_eq!(c.concurrency_bounds(), (200, 1000));
         assert_eq!(q.batch_window_ms, 20);
         assert_eq!(q.max_batch_messages, 100);
+        assert_eq!(q.max_partial_batches, 1);
         assert_eq!(q.receive_loops, ReceiveLoopsSetting::Auto);
         assert_eq!(q.receive_loops(100), 10, "auto: concurrency / batch size");
         assert_eq!(q.receive_loops(1000), 64, "auto: at most 64");

@@ -112,6 +112,7 @@ async fn metrics_move_and_readiness_follows_state() {
     for present in [
         "mailroom_queue_messages{",
         "mailroom_handler_duration_seconds_bucket{",
+        "mailroom_handler_batch_messages_bucket{",
         "mailroom_ack_batch_size_bucket{",
         "mailroom_in_flight{",
     ] {

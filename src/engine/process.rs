@@ -275,6 +275,8 @@ async fn run_handler(queue: &QueueRuntime, jobs: &[Job]) -> Vec<Outcome> {
         .await;
     metrics::histogram!("mailroom_handler_duration_seconds", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string())
         .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("mailroom_handler_batch_messages", "queue" => queue.queue.name.to_string(), "handler" => queue.handler_name.to_string())
+        .record(jobs.len() as f64);
     match result {
         Ok(outcomes) if outcomes.len() == jobs.len() => outcomes,
         Ok(outcomes) => {
