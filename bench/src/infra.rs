@@ -221,7 +221,7 @@ name = "{name}"
 url = "{queue_url}"
 handler = "sendgrid"
 retry_intervals_secs = [1, 2, 5]
-{concurrency}{window}{max_batch}{loops}{hooks}
+{concurrency}{window}{max_batch}{loops}{queue_extra}{hooks}
 "#,
             // BENCH_BUILTIN_HOOKS=off: the sendgrid handler without its message-status and
             // suppressions hooks, to measure what they cost.
@@ -249,6 +249,12 @@ retry_intervals_secs = [1, 2, 5]
                 t.max_batch_messages.map(|v| v.to_string())
             ),
             loops = line("receive_loops", t.receive_loops.map(|v| v.to_string())),
+            // Lines for the [[queue]] table: BENCH_QUEUE_EXTRA, or the BENCH_VERSUS contender's.
+            queue_extra = t
+                .queue_extra
+                .as_deref()
+                .map(|v| format!("{}\n", v.replace("\\n", "\n")))
+                .unwrap_or_default(),
         );
         std::fs::write(&path, text)?;
         Ok(path)
@@ -301,6 +307,8 @@ pub struct WorkerTuning {
     pub max_batch_messages: Option<u32>,
     pub max_connections: Option<u32>,
     pub ack_flush_ms: Option<u64>,
+    /// Lines added to the queue's `[[queue]]` table.
+    pub queue_extra: Option<String>,
 }
 
 impl WorkerTuning {
@@ -330,6 +338,7 @@ impl WorkerTuning {
             "ack_flush_interval_ms",
             self.ack_flush_ms.map(|v| v.to_string()),
         );
+        add("queue lines", self.queue_extra.clone());
         if set.is_empty() {
             "the shipped defaults".into()
         } else {
@@ -362,6 +371,15 @@ pub async fn counts(conn: &mut PgConnection) -> Result<(i64, i64, i64, i64)> {
     .fetch_one(conn)
     .await?;
     Ok(row)
+}
+
+/// How many transactions stored the events (each batch transaction stamps its rows with its
+/// id, `feed_xid`): read once after a run, to show how the worker cut its batches.
+pub async fn event_transactions(conn: &mut PgConnection) -> Result<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(DISTINCT feed_xid) FROM mailroom_events")
+        .fetch_one(conn)
+        .await?;
+    Ok(n)
 }
 
 /// Ids the events and inbound-email sequences have handed out: an upper bound on the rows, read

@@ -92,8 +92,10 @@ async fn measured(run: impl std::future::Future<Output = Result<Row>>) -> Result
     let (pg0, sqs0) = infra::service_cpu();
     let mut row = run.await?;
     let (pg1, sqs1) = infra::service_cpu();
-    row.pg_cpu_s = Some(pg1 - pg0);
-    row.sqs_cpu_s = Some(sqs1 - sqs0);
+    // A row that measured its own timed window (without set-up and the counts after it)
+    // keeps that.
+    row.pg_cpu_s = row.pg_cpu_s.or(Some(pg1 - pg0));
+    row.sqs_cpu_s = row.sqs_cpu_s.or(Some(sqs1 - sqs0));
     Ok(row)
 }
 
@@ -155,6 +157,11 @@ fn print_table(rows: &[Row]) {
             r.note
         );
     }
+    println!(
+        "\nPostgres and SQS server CPU: over the timed window for the worker and store-path rows \
+         (from the start to the last row stored, without set-up or the counts after it); over \
+         the whole run for the others."
+    );
 }
 
 #[tokio::main]
@@ -198,6 +205,7 @@ async fn main() -> Result<()> {
         max_batch_messages: var("BENCH_MAX_BATCH_MESSAGES").map(|v| v as u32),
         max_connections: var("BENCH_MAX_CONNECTIONS").map(|v| v as u32),
         ack_flush_ms: var("BENCH_ACK_FLUSH_MS"),
+        queue_extra: std::env::var("BENCH_QUEUE_EXTRA").ok(),
     };
     let mut rows = Vec::new();
     let mut ideal = None;
@@ -221,6 +229,22 @@ async fn main() -> Result<()> {
             let r = measured(workers(&env, &format!("{run}r{rep}w"), &msgs, &tuning, 1)).await?;
             progress(&r);
             repeated.push(r);
+            // BENCH_VERSUS: lines for the [[queue]] table of a second worker, run in the same
+            // rounds, alternating with the first: a setting's effect measured side by side.
+            if let Ok(lines) = std::env::var("BENCH_VERSUS") {
+                let versus = WorkerTuning {
+                    queue_extra: Some(lines.clone()),
+                    ..tuning.clone()
+                };
+                let mut r =
+                    measured(workers(&env, &format!("{run}r{rep}v"), &msgs, &versus, 1)).await?;
+                r.name = format!(
+                    "mailroom worker, versus: {}",
+                    lines.replace("\\n", "; ").replace('\n', "; ")
+                );
+                progress(&r);
+                repeated.push(r);
+            }
         }
         // The store path alone, in the same rounds, so the worker's ratio to it is measured
         // side by side.
@@ -269,7 +293,7 @@ async fn main() -> Result<()> {
         }
         if r.name.starts_with("ideal") {
             ideal = Some(r.msgs_per_s);
-        } else if r.name.starts_with("mailroom worker") {
+        } else if r.name.starts_with("mailroom worker (") {
             worker = Some(r.msgs_per_s);
         }
         rows.push(r);
@@ -435,6 +459,7 @@ async fn workers(
     let db = env.database(run).await?;
     let config = env.config_file(run, &url, &db, tuning)?;
     let cpu_before = infra::machine_cpu();
+    let services_before = infra::service_cpu();
     let started = Instant::now();
     let mut children = (0..procs)
         .map(|i| env.spawn_worker(&config, &format!("{run}-{i}.log")))
@@ -444,6 +469,7 @@ async fn workers(
         infra::wait_stored(&db, t.events, t.inbound, started, LIMIT, &mut refs).await
     };
     let cpu_after = infra::machine_cpu();
+    let services_after = infra::service_cpu();
     let (mut cpu, mut rss) = (0.0, 0u64);
     for c in &children {
         cpu += infra::cpu_secs(c.id());
@@ -455,6 +481,7 @@ async fn workers(
     let secs = waited?.as_secs_f64();
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db).await?;
     let (rows, distinct, inbound, dead) = infra::counts(&mut conn).await?;
+    let transactions = infra::event_transactions(&mut conn).await?;
     drop(conn);
     env.drop_database(run).await;
     let lost = t.events as i64 - distinct;
@@ -474,17 +501,18 @@ async fn workers(
         format!("scaling: {procs} worker process(es)")
     };
     Ok(Row {
-        pg_cpu_s: None,
-        sqs_cpu_s: None,
+        pg_cpu_s: Some(services_after.0 - services_before.0),
+        sqs_cpu_s: Some(services_after.1 - services_before.1),
         name,
         msgs_per_s: t.messages as f64 / secs,
         events_per_s: t.events as f64 / secs,
         cpu_per_1k: Some(cpu / t.messages as f64 * 1000.0),
         rss_mib: Some(rss as f64 / 1024.0),
         note: format!(
-            "{secs:.2} s; all cores {:.0}% busy; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}{}{}; receive loops peak {}",
+            "{secs:.2} s; all cores {:.0}% busy; lost {lost}, doubled {doubled}, inbound {inbound}/{}, dead letters {dead}; {transactions} transactions stored events ({:.0} events each){}{}; receive loops peak {}",
             infra::busy_percent(cpu_before, cpu_after),
             t.inbound,
+            distinct as f64 / transactions.max(1) as f64,
             if procs > 1 { "; RSS = largest process" } else { "" },
             match peak_limit {
                 Some(peak) => format!("; in-flight limit peak {peak}"),
@@ -733,21 +761,30 @@ async fn offloaded(env: &Env, run: &str, n: usize) -> Result<Row> {
     })
 }
 
-/// One message's events, parsed: (message id, received at, events).
-type Parsed = (
-    String,
-    Option<chrono::DateTime<chrono::Utc>>,
-    Vec<mailroom_sendgrid::Event>,
-);
+/// One message, parsed as the sendgrid handler parses it.
+struct Parsed {
+    id: String,
+    received_at: Option<chrono::DateTime<chrono::Utc>>,
+    body: ParsedBody,
+}
+
+enum ParsedBody {
+    Events(Vec<mailroom_sendgrid::Event>),
+    /// An Inbound Parse post: the email and its dedup key (sha256 of the body).
+    Inbound(Box<mailroom_sendgrid::InboundEmail>, String),
+}
 
 /// The store path alone: the statements of the worker's batch transaction (insert the events
-/// with `RETURNING`, then the built-in hooks, message status and suppressions, unless
-/// BENCH_BUILTIN_HOOKS=off) on pre-decoded events, batches of 100 messages' events, `conns`
-/// transactions at once. What the worker would reach if SQS, decoding and acks cost nothing.
+/// with `RETURNING`, each inbound email with its attachments, then the built-in hooks, message
+/// status and suppressions, unless BENCH_BUILTIN_HOOKS=off) on pre-decoded messages, batches of
+/// 100 messages as they come in the queue (inbound posts among them), `conns` transactions at
+/// once. What the worker would reach if SQS, decoding and acks cost nothing.
 async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) -> Result<Row> {
     use mailroom::handlers::sendgrid::{MessageStatusHook, SuppressionsHook};
-    use mailroom::store::{insert_events, insert_new_events, EventRecord};
-    use mailroom::{NewEvent, SendgridHook, StoredBatch};
+    use mailroom::store::{
+        dedup_key, insert_events, insert_inbound, insert_new_events, EventRecord, InboundRecord,
+    };
+    use mailroom::{NewEmail, NewEvent, SendgridHook, StoredBatch};
     let hooks = std::env::var("BENCH_BUILTIN_HOOKS").as_deref() != Ok("off");
     let db = env.database(run).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -755,15 +792,37 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
         .connect(&db)
         .await?;
     let mut parsed = Vec::new();
-    for (i, m) in msgs.iter().enumerate().filter(|(_, m)| !m.inbound) {
+    for (i, m) in msgs.iter().enumerate() {
         let mailroom_envelope::Decoded::Envelope(e) = mailroom_envelope::decode(&m.body)? else {
             bail!("not an envelope");
         };
-        let events = mailroom_sendgrid::parse_events(&e.body)?;
-        parsed.push((format!("msg-{i}"), e.received_at, events));
+        let body = if m.inbound {
+            let content_type = e
+                .content_type
+                .as_deref()
+                .or_else(|| e.header("content-type"))
+                .context("inbound without a content type")?;
+            let email = mailroom_sendgrid::parse_inbound(content_type, &e.body)?;
+            ParsedBody::Inbound(Box::new(email), dedup_key(&e.body))
+        } else {
+            ParsedBody::Events(mailroom_sendgrid::parse_events(&e.body)?)
+        };
+        parsed.push(Parsed {
+            id: format!("msg-{i}"),
+            received_at: e.received_at,
+            body,
+        });
     }
-    let total: usize = parsed.iter().map(|p| p.2.len()).sum();
+    let total: usize = parsed
+        .iter()
+        .map(|p| match &p.body {
+            ParsedBody::Events(events) => events.len(),
+            ParsedBody::Inbound(..) => 0,
+        })
+        .sum();
+    let inbound = msgs.iter().filter(|m| m.inbound).count();
     let batches: Vec<&[Parsed]> = parsed.chunks(100).collect();
+    let services_before = infra::service_cpu();
     let started = Instant::now();
     use futures::StreamExt;
     let results: Vec<Result<()>> = futures::stream::iter(batches)
@@ -772,27 +831,51 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
             async move {
                 let records: Vec<EventRecord<'_>> = batch
                     .iter()
-                    .flat_map(|(id, at, events)| {
-                        events.iter().map(move |event| EventRecord {
-                            event,
-                            sqs_message_id: id,
-                            queue: "bench",
-                            received_at: *at,
-                            source: None,
-                        })
+                    .filter_map(|p| match &p.body {
+                        ParsedBody::Events(events) => {
+                            Some(events.iter().map(|event| EventRecord {
+                                event,
+                                sqs_message_id: &p.id,
+                                queue: "bench",
+                                received_at: p.received_at,
+                                source: None,
+                            }))
+                        }
+                        ParsedBody::Inbound(..) => None,
                     })
+                    .flatten()
                     .collect();
                 let mut tx = pool.begin().await?;
+                let mut stored = StoredBatch::default();
                 if hooks {
                     let new = insert_new_events(&mut tx, &records).await?;
-                    let stored = StoredBatch {
-                        events: new.iter().map(NewEvent::from).collect(),
-                        emails: Vec::new(),
-                    };
-                    MessageStatusHook.on_stored(&mut tx, &stored).await?;
-                    SuppressionsHook.on_stored(&mut tx, &stored).await?;
+                    stored.events = new.iter().map(NewEvent::from).collect();
                 } else {
                     insert_events(&mut tx, &records).await?;
+                }
+                for p in batch {
+                    if let ParsedBody::Inbound(email, key) = &p.body {
+                        let record = InboundRecord {
+                            email,
+                            dedup_key: key,
+                            sqs_message_id: &p.id,
+                            queue: "bench",
+                            received_at: p.received_at,
+                            source: None,
+                        };
+                        if let Some(id) = insert_inbound(&mut tx, &record).await? {
+                            stored.emails.push(NewEmail {
+                                id,
+                                email,
+                                queue: "bench",
+                                sqs_message_id: &p.id,
+                            });
+                        }
+                    }
+                }
+                if hooks && !stored.is_empty() {
+                    MessageStatusHook.on_stored(&mut tx, &stored).await?;
+                    SuppressionsHook.on_stored(&mut tx, &stored).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -803,18 +886,19 @@ async fn pg_ceiling(env: &Env, run: &str, msgs: &[data::Message], conns: usize) 
         .await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
     let secs = started.elapsed().as_secs_f64();
+    let services_after = infra::service_cpu();
     pool.close().await;
     env.drop_database(run).await;
     Ok(Row {
-        pg_cpu_s: None,
-        sqs_cpu_s: None,
+        pg_cpu_s: Some(services_after.0 - services_before.0),
+        sqs_cpu_s: Some(services_after.1 - services_before.1),
         name: format!("store path alone, {conns} connection(s)"),
         msgs_per_s: parsed.len() as f64 / secs,
         events_per_s: total as f64 / secs,
         note: format!(
-            "{total} events in {secs:.2} s, 100 messages per transaction; {}",
+            "{total} events and {inbound} inbound emails in {secs:.2} s, 100 messages per transaction; {}",
             if hooks {
-                "insert + message status + suppressions, as the worker's transaction"
+                "events + inbound emails + message status + suppressions, as the worker's transaction"
             } else {
                 "insert only (BENCH_BUILTIN_HOOKS=off)"
             }
