@@ -215,6 +215,16 @@ async fn main() -> Result<()> {
     // the median of each printed (on a shared 2-core machine identical runs drift 20-30% over
     // minutes: one run per row cannot support a ratio).
     let repeat = var("BENCH_REPEAT").unwrap_or(1).max(1);
+    // BENCH_PIN_POSTGRES=1: Postgres on half the CPUs, everything else on the other half, for
+    // the whole run (given back at the end): the shape of a deployment where Postgres has a
+    // host of its own.
+    let _pinned = match std::env::var("BENCH_PIN_POSTGRES").as_deref() {
+        Ok("1") => {
+            println!("Postgres pinned to CPUs of its own (BENCH_PIN_POSTGRES=1).\n");
+            Some(infra::PinnedApart::new()?)
+        }
+        _ => None,
+    };
     let mut repeated = Vec::new();
     for rep in 0..repeat {
         if repeat > 1 {
