@@ -240,6 +240,23 @@ PY
 else
   log "status page not reachable (see .stack/worker.log)"
 fi
+echo; echo "== handler batches (mailroom_handler_batch_messages on /metrics: one transaction each for the sendgrid handler)"
+if curl -sf -o "$STACK_DIR/metrics.txt" "http://127.0.0.1:$STATUS_PORT/metrics"; then
+  python3 - "$STACK_DIR/metrics.txt" <<'PY'
+import re, sys
+sums, counts = {}, {}
+for line in open(sys.argv[1]):
+    m = re.match(r'mailroom_handler_batch_messages_(sum|count)\{([^}]*)\} ([0-9.e+]+)', line)
+    if not m:
+        continue
+    queue = re.search(r'queue="([^"]*)"', m.group(2)).group(1)
+    (sums if m.group(1) == "sum" else counts)[queue] = float(m.group(3))
+for queue in sorted(counts):
+    n = counts[queue]
+    print(f"  queue {queue:<18} {int(n):>4} batches, {sums.get(queue, 0) / max(n, 1):.1f} messages each on average")
+print("  (up to max_batch_messages each; a partial batch waits while another runs, so a busy queue gets full ones)")
+PY
+fi
 
 if [ -n "$STAY" ]; then
   log "stack running; DATABASE_URL=$DATABASE_URL, router $ROUTER. Ctrl-C to stop."
