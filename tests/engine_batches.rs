@@ -159,3 +159,66 @@ async fn a_lone_message_on_an_idle_queue_starts_at_the_end_of_its_window() {
         "a lone message took {took:?} to be handled"
     );
 }
+
+/// A handler that blocks its first batch until released and handles the rest at once.
+struct StuckFirst {
+    release: tokio::sync::Notify,
+    calls: AtomicUsize,
+    handled_after_first: AtomicUsize,
+}
+
+impl Handler for StuckFirst {
+    fn handle_batch<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.release.notified().await;
+            } else {
+                self.handled_after_first
+                    .fetch_add(jobs.len(), Ordering::SeqCst);
+            }
+            jobs.iter().map(|_| Outcome::Done).collect()
+        })
+    }
+}
+
+/// What broke: with a partial batch stuck in its handler (in CI, on a Postgres lock), every
+/// later partial batch waited for it, so a redelivered message never reached the handler. The
+/// wait is bounded by `max_partial_wait_ms`: the later messages are handled while the first
+/// batch is still stuck.
+#[tokio::test]
+async fn a_stuck_partial_batch_holds_later_messages_back_only_for_max_partial_wait() {
+    let sqs = sqs().await;
+    let name = unique_dashed("batches-stuck");
+    let url = create_queue(&sqs, &name, 60, None).await;
+    let handler = Arc::new(StuckFirst {
+        release: tokio::sync::Notify::new(),
+        calls: AtomicUsize::new(0),
+        handled_after_first: AtomicUsize::new(0),
+    });
+    let cfg = config(
+        &name,
+        &url,
+        &format!(
+            "batch_window_ms = 20\nmax_batch_messages = {MAX_BATCH}\n\
+             max_partial_batches = 1\nmax_partial_wait_ms = 250"
+        ),
+    );
+    let running = start(cfg, handler.clone(), Arc::new(MemoryDeadLetters::default())).await;
+    send_numbered(&sqs, &url, 1).await;
+    let watched = handler.clone();
+    eventually(10, "the first batch in its handler", || {
+        watched.calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    send_numbered(&sqs, &url, 3).await;
+    let watched = handler.clone();
+    eventually(
+        10,
+        "the later messages handled while the first is stuck",
+        || watched.handled_after_first.load(Ordering::SeqCst) == 3,
+    )
+    .await;
+    handler.release.notify_one();
+    running.shutdown().await;
+    assert_eq!(depth(&sqs, &url).await, (0, 0), "every message deleted");
+}

@@ -3,14 +3,16 @@
 //!
 //! A batch is what is waiting, plus what arrives within the batch window, up to the batch
 //! limit. A full batch starts at once. A partial one (fewer than `max_batch_messages`) starts
-//! when its window has passed and fewer than `max_partial_batches` partial batches run; until
-//! then it keeps gathering. This is Nagle's algorithm for transactions: on an idle queue a
+//! when its window has passed and fewer than `max_partial_batches` partial batches run, or at
+//! the latest `max_partial_wait_ms` after its window; until then it keeps gathering. This is Nagle's algorithm for transactions: on an idle queue a
 //! batch starts as soon as its window ends, and under load the next batch grows while the
 //! previous one commits, so the store sees few, full transactions instead of many small ones
 //! competing for its cores (one transaction of 100 messages costs Postgres far less than five
 //! of 20: BENCHMARKS.md, "partial batches"). A handler that cannot keep up with one partial
 //! batch at a time soon sees full batches, which run side by side, so the bound never caps
-//! throughput; it only decides how batches are cut.
+//! throughput; it only decides how batches are cut. The wait is bounded so that a handler
+//! stuck on one batch (a lock, a slow call) delays the queue's next messages by
+//! `max_partial_wait_ms` at most, not until a batch fills.
 //!
 //! Gathered messages hold their in-flight permits and registry entries while they wait, so
 //! the heartbeat extends them and shutdown releases them like any other unfinished message.
@@ -37,6 +39,7 @@ pub(super) async fn batcher(
 ) {
     let max = (queue.config.max_batch_messages as usize).max(1);
     let window = Duration::from_millis(queue.config.batch_window_ms);
+    let most_wait = Duration::from_millis(queue.config.max_partial_wait_ms);
     let partial_slots = match queue.config.max_partial_batches {
         0 => None,
         n => Some(Arc::new(Semaphore::new(n as usize))),
@@ -85,7 +88,9 @@ pub(super) async fn batcher(
             start(std::mem::take(&mut batch), None);
             continue;
         }
-        let window_open = Instant::now() < deadline;
+        let now = Instant::now();
+        let window_open = now < deadline;
+        let waited_enough = now >= deadline + most_wait;
         let slot = async {
             match &partial_slots {
                 // The semaphore is never closed.
@@ -102,7 +107,11 @@ pub(super) async fn batcher(
                 None => start(std::mem::take(&mut batch), None),
             },
             _ = tokio::time::sleep_until(deadline), if window_open => {}
-            slot = slot, if !window_open => start(std::mem::take(&mut batch), slot),
+            slot = slot, if !window_open && !waited_enough => start(std::mem::take(&mut batch), slot),
+            // A running partial batch took too long (a stuck handler): start without a slot.
+            _ = tokio::time::sleep_until(deadline + most_wait), if !window_open => {
+                start(std::mem::take(&mut batch), None)
+            }
         }
     }
 }
