@@ -553,32 +553,14 @@ pub fn tree(pid: u32) -> (f64, u64) {
 /// (the SQS-compatible server): read before and after a run, their difference is what the run
 /// cost the services it leans on.
 pub fn service_cpu() -> (f64, f64) {
-    let (mut pg, mut sqs) = (0.0, 0.0);
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return (0.0, 0.0);
+    let total = |name: &str| -> f64 {
+        pids_named(name)
+            .into_iter()
+            .map(cpu_secs_with_reaped)
+            .filter(|cpu| cpu.is_finite())
+            .sum()
     };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-            continue;
-        };
-        let total = match comm.trim() {
-            "postgres" => &mut pg,
-            "rustack" => &mut sqs,
-            _ => continue,
-        };
-        let cpu = cpu_secs_with_reaped(pid);
-        if cpu.is_finite() {
-            *total += cpu;
-        }
-    }
-    (pg, sqs)
+    (total("postgres"), total("rustack"))
 }
 
 /// Pids of the running processes whose name (`/proc/<pid>/comm`) is `name`.
@@ -627,13 +609,7 @@ impl PinnedApart {
             .chain(pids_named("rustack").into_iter().map(|p| (p, &others)))
             .chain(std::iter::once((std::process::id(), &others)));
         for (pid, cpus) in targets {
-            let ok = Command::new("taskset")
-                .args(["-a", "-c", "-p", cpus, &pid.to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .context("run taskset (util-linux)")?
-                .success();
-            if !ok {
+            if !set_cpus(pid, cpus).context("run taskset (util-linux)")? {
                 bail!(
                     "taskset could not pin process {pid} (BENCH_PIN_POSTGRES needs the right to)"
                 );
@@ -649,22 +625,26 @@ impl PinnedApart {
 
 impl Drop for PinnedApart {
     fn drop(&mut self) {
-        for pid in &self.pids {
-            let _ = Command::new("taskset")
-                .args(["-a", "-c", "-p", &self.all, &pid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        // Backends started while pinned inherited the postmaster's CPUs.
-        for pid in pids_named("postgres") {
-            let _ = Command::new("taskset")
-                .args(["-a", "-c", "-p", &self.all, &pid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        // The backends started while pinned inherited the postmaster's CPUs: every `postgres`
+        // process now, and the others pinned at the start.
+        let mut pids = pids_named("postgres");
+        pids.extend(self.pids.iter().copied());
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            let _ = set_cpus(pid, &self.all);
         }
     }
+}
+
+/// `taskset -a -c -p CPUS PID`: every thread of the process onto the CPU list; whether it took.
+fn set_cpus(pid: u32, cpus: &str) -> std::io::Result<bool> {
+    Ok(Command::new("taskset")
+        .args(["-a", "-c", "-p", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success())
 }
 
 /// SIGTERM, then wait up to `secs`, then SIGKILL.

@@ -4,8 +4,9 @@
 //! A batch is what is waiting, plus what arrives within the batch window, up to the batch
 //! limit. A full batch starts at once. A partial one (fewer than `max_batch_messages`) starts
 //! when its window has passed and fewer than `max_partial_batches` partial batches run, or at
-//! the latest `max_partial_wait_ms` after its window; until then it keeps gathering. This is Nagle's algorithm for transactions: on an idle queue a
-//! batch starts as soon as its window ends, and under load the next batch grows while the
+//! the latest `max_partial_wait_ms` after its window; until then it keeps gathering. This is
+//! Nagle's algorithm for transactions: on an idle queue a batch starts as soon as its window
+//! ends, and under load the next batch grows while the
 //! previous one commits, so the store sees few, full transactions instead of many small ones
 //! competing for its cores (one transaction of 100 messages costs Postgres far less than five
 //! of 20: BENCHMARKS.md, "partial batches"). A handler that cannot keep up with one partial
@@ -88,9 +89,7 @@ pub(super) async fn batcher(
             start(std::mem::take(&mut batch), None);
             continue;
         }
-        let now = Instant::now();
-        let window_open = now < deadline;
-        let waited_enough = now >= deadline + most_wait;
+        let window_open = Instant::now() < deadline;
         let slot = async {
             match &partial_slots {
                 // The semaphore is never closed.
@@ -107,7 +106,7 @@ pub(super) async fn batcher(
                 None => start(std::mem::take(&mut batch), None),
             },
             _ = tokio::time::sleep_until(deadline), if window_open => {}
-            slot = slot, if !window_open && !waited_enough => start(std::mem::take(&mut batch), slot),
+            slot = slot, if !window_open => start(std::mem::take(&mut batch), slot),
             // A running partial batch took too long (a stuck handler): start without a slot.
             _ = tokio::time::sleep_until(deadline + most_wait), if !window_open => {
                 start(std::mem::take(&mut batch), None)
