@@ -85,6 +85,7 @@ if [ -z "${MAILROOM_SKIP_LOCALSTACK:-}" ]; then
   cargo test --quiet --test localstack -- --ignored
   cargo test --quiet --test ops_localstack -- --ignored
   cargo test --quiet --test fair_queues -- --ignored
+  cargo test --quiet --test sqs_receive -- --ignored
 fi
 # A short fuzz of every decoder (crashes fail the run). libFuzzer needs nightly and cargo-fuzz;
 # they are installed once (about 3 minutes) when missing. If they cannot be installed (no

@@ -2,6 +2,10 @@
 //! optional endpoint override), and the receive call. Deleting and changing visibility live in
 //! `acker` alone.
 
+mod receive_json;
+
+pub use receive_json::{parse as parse_receive_answer, successful_answers_read_by_the_sdk};
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -102,6 +106,8 @@ pub async fn receive(
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
         .message_attribute_names("All")
+        .customize()
+        .interceptor(receive_json::receive_interceptor())
         .send()
         .await
         .map_err(SqsError::call("ReceiveMessage"))?;
