@@ -91,10 +91,13 @@ fn parse_one(index: usize, text: &RawValue) -> Result<Event, EventsError> {
         });
     }
     let f: Fields<'_> = serde_json::from_str(json).map_err(not_json)?;
-    let event = match value(f.event) {
-        None | Some(Value::Null) => return Err(EventsError::MissingEvent { index }),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(EventsError::EventNotString { index }),
+    let event = match f.event.and_then(plain_string) {
+        Some(text) => text.to_owned(),
+        None => match value(f.event) {
+            None | Some(Value::Null) => return Err(EventsError::MissingEvent { index }),
+            Some(Value::String(s)) => s,
+            Some(_) => return Err(EventsError::EventNotString { index }),
+        },
     };
     let sg_event_id = match text_value(f.sg_event_id) {
         Some(id) if !id.is_empty() => id,
@@ -204,8 +207,20 @@ fn value(raw: Option<&RawValue>) -> Option<Value> {
     serde_json::from_str(raw?.get()).ok()
 }
 
+/// The text of a JSON string written without escapes, which is its raw text between the quotes
+/// (a RawValue is validated JSON with no surrounding whitespace, and a string token holds no
+/// unescaped quote or control character), taken without running a decoder; `None` for anything
+/// else, which then goes through serde_json.
+fn plain_string(raw: &RawValue) -> Option<&str> {
+    let inner = raw.get().strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
 /// A known text field; numbers are accepted as their decimal text (as [`text_field`]).
 fn text_value(raw: Option<&RawValue>) -> Option<String> {
+    if let Some(text) = plain_string(raw?) {
+        return Some(text.to_owned());
+    }
     match value(raw)? {
         Value::String(s) => Some(s),
         Value::Number(n) => Some(n.to_string()),
