@@ -4,7 +4,9 @@
 
 mod receive_json;
 
-pub use receive_json::{parse as parse_receive_answer, successful_answers_read_by_the_sdk};
+pub use receive_json::{
+    answers_read_here, parse as parse_receive_answer, successful_answers_read_by_the_sdk,
+};
 
 use std::collections::HashMap;
 use std::time::Duration;

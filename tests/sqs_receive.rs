@@ -79,6 +79,7 @@ async fn read_back_exactly(client: &Client) {
     }
 
     let before = mailroom::sqs::successful_answers_read_by_the_sdk();
+    let read_here = mailroom::sqs::answers_read_here();
     let mut got = Vec::new();
     for _ in 0..20 {
         if got.len() == sent.len() {
@@ -103,6 +104,10 @@ async fn read_back_exactly(client: &Client) {
         mailroom::sqs::successful_answers_read_by_the_sdk(),
         before,
         "every answer read by the receive call's own reader"
+    );
+    assert!(
+        mailroom::sqs::answers_read_here() > read_here,
+        "the receive call's own reader is in use"
     );
 }
 

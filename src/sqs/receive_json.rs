@@ -106,6 +106,7 @@ impl DeserializeResponse for JsonReceive {
     ) -> Result<Output, OrchestratorError<Error>> {
         if response.status().as_u16() == 200 {
             if let Some(output) = response.body().bytes().and_then(parse) {
+                ANSWERS_READ_HERE.fetch_add(1, Ordering::Relaxed);
                 return Ok(Output::erase(output));
             }
             SUCCESSFUL_ANSWERS_READ_BY_THE_SDK.fetch_add(1, Ordering::Relaxed);
@@ -116,6 +117,14 @@ impl DeserializeResponse for JsonReceive {
 }
 
 static SUCCESSFUL_ANSWERS_READ_BY_THE_SDK: AtomicU64 = AtomicU64::new(0);
+static ANSWERS_READ_HERE: AtomicU64 = AtomicU64::new(0);
+
+/// How many answers this process read with [`parse`]: it grows with every receive that got an
+/// answer, unless the SDK stopped consulting the config bag for the deserializer, which would
+/// leave this reader unused without a failure (`tests/sqs_receive.rs` checks).
+pub fn answers_read_here() -> u64 {
+    ANSWERS_READ_HERE.load(Ordering::Relaxed)
+}
 
 /// How many successful (200) answers this process handed to the SDK's own reader: none, when
 /// the server writes what SQS writes (`tests/sqs_receive.rs` checks rustack and LocalStack).
