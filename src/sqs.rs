@@ -4,9 +4,7 @@
 
 mod receive_json;
 
-pub use receive_json::{
-    answers_read_here, parse as parse_receive_answer, successful_answers_read_by_the_sdk,
-};
+pub use receive_json::{answers_read_here, successful_answers_read_by_the_sdk};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -109,7 +107,7 @@ pub async fn receive(
         .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
         .message_attribute_names("All")
         .customize()
-        .interceptor(receive_json::receive_interceptor())
+        .interceptor(receive_json::UseJsonReceive)
         .send()
         .await
         .map_err(SqsError::call("ReceiveMessage"))?;

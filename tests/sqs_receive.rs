@@ -28,6 +28,19 @@ fn bodies() -> Vec<String> {
     ]
 }
 
+/// Message `i`'s "text" attribute: escapes and non-ASCII too.
+fn text_of(i: usize) -> String {
+    format!("\"{i}\" é 😀 \\ /")
+}
+
+fn text_attribute(data_type: &str, value: String) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        .unwrap()
+}
+
 async fn read_back_exactly(client: &Client) {
     let url = common::create_queue(client, &common::unique_dashed("receive-json"), 30, None).await;
     let sent = bodies();
@@ -38,22 +51,8 @@ async fn read_back_exactly(client: &Client) {
             SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(body)
-                .message_attributes(
-                    "index",
-                    MessageAttributeValue::builder()
-                        .data_type("Number")
-                        .string_value(i.to_string())
-                        .build()
-                        .unwrap(),
-                )
-                .message_attributes(
-                    "text",
-                    MessageAttributeValue::builder()
-                        .data_type("String")
-                        .string_value(format!("\"{i}\" é 😀 \\ /"))
-                        .build()
-                        .unwrap(),
-                )
+                .message_attributes("index", text_attribute("Number", i.to_string()))
+                .message_attributes("text", text_attribute("String", text_of(i)))
                 .message_attributes(
                     "bytes",
                     MessageAttributeValue::builder()
@@ -95,7 +94,7 @@ async fn read_back_exactly(client: &Client) {
     for m in &got {
         let i: usize = m.attributes["index"].parse().expect("index attribute");
         assert_eq!(m.body, sent[i], "body {i} read back exactly");
-        assert_eq!(m.attributes["text"], format!("\"{i}\" é 😀 \\ /"));
+        assert_eq!(m.attributes["text"], text_of(i));
         assert!(!m.message_id.is_empty() && !m.receipt_handle.is_empty());
         assert_eq!(m.receive_count, 1);
         assert!(m.sent_at.is_some(), "SentTimestamp read");

@@ -1,10 +1,11 @@
 //! Cost of decoding Event Webhook batches: a batch of 2,400 events (SendGrid's documented
 //! examples, `../shared/conformance/events/documented-examples.json` unless a path is given,
 //! repeated with distinct ids), decoded ROUNDS times. Prints nanoseconds per event. For an exact,
-//! repeatable count of instructions, run it under callgrind with few rounds:
+//! repeatable count of instructions, run it under callgrind with 3 rounds and with 0 (which
+//! builds the batch and decodes nothing), and divide the difference by 7,200 events:
 //!
 //!   cargo run --release -p mailroom-sendgrid --example parse_events_cost [PATH] [ROUNDS]
-//!   valgrind --tool=callgrind target/release/examples/parse_events_cost PATH 3
+//!   valgrind --tool=callgrind target/release/examples/parse_events_cost PATH 3   # and 0
 
 use std::time::Instant;
 

@@ -7,7 +7,7 @@
 //! into a growing buffer. serde_json skips to the next escape eight bytes at a time and copies
 //! the runs between escapes whole.
 //!
-//! How, without forking the SDK: [`receive_interceptor`] is given to the receive call
+//! How, without forking the SDK: [`UseJsonReceive`] is given to the receive call
 //! (`customize().interceptor(..)`); once per call it puts [`JsonReceive`] in place of the
 //! operation's response deserializer in the call's config bag, which is where the SDK's
 //! orchestrator looks it up. [`JsonReceive`] reads a successful answer itself and builds the
@@ -37,34 +37,29 @@ use base64::Engine;
 use serde::Deserialize;
 
 /// The interceptor that makes a receive call read its answer with [`JsonReceive`].
-pub fn receive_interceptor() -> UseJsonReceive {
-    UseJsonReceive(JsonReceive::shared())
-}
-
-/// See [`receive_interceptor`].
 #[derive(Debug)]
-pub struct UseJsonReceive(JsonReceive);
+pub struct UseJsonReceive;
 
 impl Intercept for UseJsonReceive {
     fn name(&self) -> &'static str {
         "mailroom::UseJsonReceive"
     }
 
-    // Once per call (not per attempt), so a retry does not wrap the reader again.
+    // Once per call: the bag's interceptor layer holds for every attempt of it.
     fn read_before_execution(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         cfg.interceptor_state()
-            .store_put(SharedResponseDeserializer::new(self.0.clone()));
+            .store_put(SharedResponseDeserializer::new(JsonReceive::shared()));
         Ok(())
     }
 }
 
 /// Reads a `ReceiveMessage` answer; see the module docs.
 #[derive(Debug, Clone)]
-pub struct JsonReceive {
+struct JsonReceive {
     /// The operation's own config layer, which holds the SDK's deserializer.
     sdk: Arc<ConfigBag>,
 }
@@ -135,19 +130,23 @@ pub fn successful_answers_read_by_the_sdk() -> u64 {
 /// A successful answer, or `None` when this reader does not take it (the SDK's will).
 pub fn parse(body: &[u8]) -> Option<ReceiveMessageOutput> {
     let answer: Answer = serde_json::from_slice(body).ok()?;
-    let messages = match answer.messages {
-        None => None,
-        Some(list) => Some(
-            list.into_iter()
-                .map(WireMessage::into_sdk)
-                .collect::<Option<Vec<_>>>()?,
-        ),
-    };
+    let messages = within(answer.messages, |list| {
+        list.into_iter().map(WireMessage::into_sdk).collect()
+    })?;
     Some(
         ReceiveMessageOutput::builder()
             .set_messages(messages)
             .build(),
     )
+}
+
+/// An optional member read with `read`: `Some(None)` when absent, `None` when `read` refuses it
+/// (so the whole answer goes to the SDK).
+fn within<T, U>(member: Option<T>, read: impl FnOnce(T) -> Option<U>) -> Option<Option<U>> {
+    match member {
+        None => Some(None),
+        Some(value) => read(value).map(Some),
+    }
 }
 
 /// The answer's JSON (AWS JSON 1.0 protocol, `ReceiveMessageResult`); unknown members are
@@ -189,14 +188,11 @@ impl WireMessage {
                 .map(|(k, v)| (MessageSystemAttributeName::from(k.as_str()), v))
                 .collect()
         });
-        let message_attributes = match self.message_attributes {
-            None => None,
-            Some(map) => Some(
-                map.into_iter()
-                    .map(|(k, v)| Some((k, v.into_sdk()?)))
-                    .collect::<Option<HashMap<_, _>>>()?,
-            ),
-        };
+        let message_attributes = within(self.message_attributes, |map| {
+            map.into_iter()
+                .map(|(k, v)| Some((k, v.into_sdk()?)))
+                .collect()
+        })?;
         Some(
             Message::builder()
                 .set_message_id(self.message_id)
@@ -220,14 +216,10 @@ impl WireAttribute {
                 .ok()
                 .map(Blob::new)
         };
-        let binary_value = match self.binary_value {
-            None => None,
-            Some(b64) => Some(blob(b64)?),
-        };
-        let binary_list_values = match self.binary_list_values {
-            None => None,
-            Some(list) => Some(list.into_iter().map(blob).collect::<Option<Vec<_>>>()?),
-        };
+        let binary_value = within(self.binary_value, blob)?;
+        let binary_list_values = within(self.binary_list_values, |list| {
+            list.into_iter().map(blob).collect()
+        })?;
         MessageAttributeValue::builder()
             .set_string_value(self.string_value)
             .set_binary_value(binary_value)
