@@ -48,6 +48,15 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 export MAILROOM_REQUIRE_SYSTEMD_ANALYZE=1
 
+step "feed readers (tests/feed_partition_moves.rs runs docs/feed.md's Python and Ruby readers)"
+if ! /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 \
+   || ! ruby -e "require 'active_record'; require 'pg'" >/dev/null 2>&1; then
+  log "installing python3-psycopg, ruby-activerecord and ruby-pg (apt) for the feed reader test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    python3-psycopg ruby-activerecord ruby-pg >/dev/null
+fi
+export MAILROOM_REQUIRE_FEED_READERS=1
+
 step "chromium (tests/ops_status_page.rs loads the status page in it, headless)"
 if ! command -v chromium >/dev/null 2>&1; then
   log "installing chromium (apt) for the status page test"
