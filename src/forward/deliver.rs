@@ -17,7 +17,7 @@ use super::config::ForwardConfig;
 use super::sign::{signature, SIGNATURE_HEADER};
 
 /// A request body and what identifies it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Delivery {
     /// `Idempotency-Key`: the forwarder and the positions of the first and last row, so a
     /// redelivery of the same rows (after a crash before the ack) carries the same key.

@@ -7,30 +7,39 @@
 //!   have posted, so an existing webhook controller works unchanged;
 //! - inbound emails one per request, as the JSON object `mailroom feed read` prints.
 //!
-//! Exactly-once per position, at-least-once over HTTP: a crash between the application's 2xx and
-//! the ack delivers the same rows again, with the same `Idempotency-Key`; every event also
-//! carries its `sg_event_id` (and every email its `id`) to dedupe on.
+//! Exactly-once per position, at-least-once over HTTP: every delivery is recorded in Postgres
+//! before its first attempt (`mailroom_forward_deliveries`), so the rows it carries and its
+//! `Idempotency-Key` never change; its end (2xx, or a dead letter) is recorded as it comes, and
+//! the feed position moves over the contiguous run of ended deliveries at the front. A crash
+//! therefore sends again only what was in flight, with the same rows and the same key, and a
+//! delivery the application accepted is never sent again nor dead-lettered (`window.rs`). Every
+//! event also carries its `sg_event_id` (and every email its `id`) to dedupe on.
 //!
-//! One process delivers for a forwarder at a time (a session advisory lock); the others stand by
-//! and take over within seconds when it goes away. Reads do not hold a transaction open while
-//! delivering, so a slow application never holds the feed's horizon back for other consumers.
-//! Failures and retries are `deliver.rs`'s; pacing is `bucket.rs`'s; signatures `sign.rs`'s.
+//! One process delivers for a forwarder at a time (`lead.rs`: a session advisory lock, checked
+//! every 250 ms; losing it stops every delivery at once); the others stand by and take over
+//! within seconds when it goes away. Reads do not hold a transaction open while delivering, so
+//! a slow application never holds the feed's horizon back for other consumers. Failures and
+//! retries are `deliver.rs`'s; pacing is `bucket.rs`'s; signatures `sign.rs`'s.
 
 mod bucket;
 pub mod config;
 mod deliver;
+mod lead;
 pub mod sign;
+mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::DeadLetter;
-use crate::store::feed::{self, FeedRow, Stream};
+use crate::store::feed::{self, FeedRow, Position, Stream};
+use crate::store::forward_plan::{self, PlanState, PlannedDelivery};
 use crate::store::{keep_dead_letters, Store, StoreError};
+use window::{Slot, SlotState, Window};
 
 pub use bucket::TokenBucket;
 pub use config::ForwardConfig;
@@ -66,11 +75,14 @@ pub fn register_zeroes(configs: &[ForwardConfig]) {
             .absolute(0);
         }
         metrics::counter!("mailroom_forward_rows_total", "forwarder" => c.name.clone()).absolute(0);
+        metrics::counter!("mailroom_forward_leads_lost_total", "forwarder" => c.name.clone())
+            .absolute(0);
         metrics::gauge!("mailroom_forward_lag_seconds", "forwarder" => c.name.clone()).set(0.0);
     }
 }
 
-/// One forwarder, until `stop`: subscribe, take the lead, deliver page after page.
+/// One forwarder, until `stop`: take the lead (or stand by), deliver, and stand by again when
+/// the lead is lost or the database fails.
 pub async fn run(store: Store, config: ForwardConfig, stop: CancellationToken) {
     let secrets = config.secrets(|k| std::env::var(k).ok());
     let client = match reqwest::Client::builder()
@@ -106,139 +118,264 @@ pub async fn run(store: Store, config: ForwardConfig, stop: CancellationToken) {
     }
 }
 
-/// Take the lock (or return to stand by), then deliver until `stop` or a database error.
+/// Take the lock (or return to stand by), then deliver until `stop`, a lost lead or a database
+/// error.
 async fn lead_and_deliver(
     store: &Store,
-    shared: &deliver::Shared,
+    shared: &Arc<deliver::Shared>,
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     let config = &shared.config;
-    let mut lock = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(StoreError::query("connecting for the forwarder lock"))?;
-    if !feed::try_lead(&mut lock, &config.name).await? {
+    let Some(lead) = lead::take(store, &config.name, stop).await? else {
         tracing::debug!(forwarder = %config.name, "another process delivers for this forwarder; standing by");
         return Ok(());
+    };
+    // A previous leader whose session just ended may not have noticed yet: give it the time
+    // it takes to stop before the first delivery.
+    tokio::select! {
+        _ = lead.token.cancelled() => {}
+        _ = tokio::time::sleep(lead::TAKEOVER_GRACE) => {}
     }
-    // The leader makes sure its consumer exists, once per lead; standbys touch nothing.
-    let result =
+    let result = if lead.token.is_cancelled() {
+        Ok(())
+    } else {
+        // The leader makes sure its consumer exists, once per lead; standbys touch nothing.
         match feed::subscribe(store.pool(), &config.name, config.stream(), config.start()).await {
             Ok(()) => {
                 tracing::info!(forwarder = %config.name, url = %config.url, "forwarder delivering");
-                deliver_pages(store, shared, &mut lock, stop).await
+                deliver_window(store, shared, &lead.token).await
             }
             Err(e) => Err(e),
-        };
-    // The lock goes with the connection; do not return it to the pool still held.
-    let _ = sqlx::Connection::close(lock.detach()).await;
+        }
+    };
+    lead.end().await;
     result
 }
 
-async fn deliver_pages(
+/// Deliver while `lead` holds: keep up to `concurrency` deliveries in flight, each recorded
+/// before it is sent, each end recorded as it comes, the position moved over the ended front.
+async fn deliver_window(
     store: &Store,
-    shared: &deliver::Shared,
-    lock: &mut sqlx::PgConnection,
-    stop: &CancellationToken,
+    shared: &Arc<deliver::Shared>,
+    lead: &CancellationToken,
 ) -> Result<(), StoreError> {
     let config = &shared.config;
-    let stream = config.stream();
-    let per_delivery = match stream {
-        Stream::Events => config.batch_size as usize,
-        Stream::InboundEmails => 1,
-    };
+    let per_delivery = rows_per_delivery(config);
     let page_rows = per_delivery * deliveries_per_page(config, per_delivery);
-    while !stop.is_cancelled() {
-        feed::still_leading(lock).await?;
-        let rows = {
-            let mut conn = store
-                .pool()
-                .acquire()
-                .await
-                .map_err(StoreError::query("connecting to read the feed"))?;
-            feed::read(
-                &mut conn,
-                &config.name,
-                stream,
-                page_rows as i64,
-                config.include_attachments,
-            )
-            .await?
-        };
-        let Some(oldest) = rows.first() else {
-            metrics::gauge!("mailroom_forward_lag_seconds", "forwarder" => config.name.clone())
-                .set(0.0);
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(config.poll_interval()) => {}
+    let concurrency = config.concurrency as usize;
+    let most_held = MAX_WINDOW_DELIVERIES.max(2 * page_rows.div_ceil(per_delivery));
+    let mut window = Window::default();
+    let mut after = resume(store, shared, &mut window).await?;
+    settle(store, config, &mut window).await?;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut next_read = tokio::time::Instant::now();
+    loop {
+        if lead.is_cancelled() {
+            return Ok(());
+        }
+        if window.waiting() < concurrency
+            && window.len() < most_held
+            && tokio::time::Instant::now() >= next_read
+        {
+            let read = read_and_record(store, shared, &mut window, after, page_rows).await?;
+            match read {
+                Some(last) => after = last,
+                None => next_read = tokio::time::Instant::now() + config.poll_interval(),
             }
-            continue;
-        };
-        let lag = (chrono::Utc::now() - oldest.stored_at)
-            .num_milliseconds()
-            .max(0) as f64
-            / 1e3;
+        }
+        while in_flight.len() < concurrency {
+            let Some((seq, d)) = window.start_next() else {
+                break;
+            };
+            let (shared, lead) = (shared.clone(), lead.clone());
+            in_flight.push(async move { (seq, deliver::deliver(&shared, &d, &lead).await) });
+        }
+        let lag = window.oldest_pending_stored_at().map_or(0.0, |at| {
+            (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1e3
+        });
         metrics::gauge!("mailroom_forward_lag_seconds", "forwarder" => config.name.clone())
             .set(lag);
-
-        let chunks: Vec<&[FeedRow]> = rows.chunks(per_delivery).collect();
-        let deliveries: Vec<Delivery> = chunks
-            .iter()
-            .map(|chunk| delivery(&config.name, stream, chunk))
-            .collect();
-        // Boxed first: a `map` closure over borrowed deliveries trips the compiler's
-        // higher-ranked lifetime check inside `tokio::spawn`.
-        let attempts: Vec<crate::handler::BoxFuture<'_, Delivered>> = deliveries
-            .iter()
-            .map(|d| Box::pin(deliver::deliver(shared, d, stop)) as _)
-            .collect();
-        let outcomes: Vec<Delivered> = futures::stream::iter(attempts)
-            .buffered(config.concurrency as usize)
-            .collect()
-            .await;
-
-        // Acknowledge the deliveries that ended, up to the first that did not (shutdown): what
-        // follows it is delivered again after the restart.
-        let mut done = 0;
-        let mut letters = Vec::new();
-        for (outcome, d) in outcomes.iter().zip(&deliveries) {
-            match outcome {
-                Delivered::Ok { .. } => {}
-                Delivered::DeadLetter { attempts, reason } => letters.push(DeadLetter {
-                    queue: format!("forward:{}", config.name),
-                    message_id: d.key.clone(),
-                    body: String::from_utf8_lossy(&d.body).into_owned(),
-                    attributes: [("mailroom.forward.url".to_string(), config.url.clone())]
-                        .into_iter()
-                        .collect(),
-                    receive_count: *attempts,
-                    handler: Some("forward".into()),
-                    reason: reason.clone(),
-                }),
-                Delivered::Stopped => break,
+        tokio::select! {
+            _ = lead.cancelled() => return Ok(()),
+            Some((seq, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                window.end(seq, outcome);
+                while let Some(Some((seq, outcome))) = in_flight.next().now_or_never() {
+                    window.end(seq, outcome);
+                }
+                settle(store, config, &mut window).await?;
             }
-            done += 1;
+            _ = tokio::time::sleep_until(next_read), if in_flight.is_empty() => {}
         }
-        if done == 0 {
-            return Ok(());
+    }
+}
+
+/// Read the rows after `after`, cut them into deliveries, record those and add them to the
+/// window; the last row's position, or None when there was nothing to read.
+async fn read_and_record(
+    store: &Store,
+    shared: &deliver::Shared,
+    window: &mut Window,
+    after: Position,
+    page_rows: usize,
+) -> Result<Option<Position>, StoreError> {
+    let config = &shared.config;
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(StoreError::query("connecting to read the feed"))?;
+    let rows = feed::read_after(
+        &mut conn,
+        &config.name,
+        config.stream(),
+        page_rows as i64,
+        after,
+        config.include_attachments,
+    )
+    .await?;
+    let Some(last) = rows.last().map(|r| r.position) else {
+        return Ok(None);
+    };
+    let slots: Vec<Slot> = rows
+        .chunks(rows_per_delivery(config))
+        .map(|chunk| slot(&config.name, config.stream(), chunk))
+        .collect();
+    let plan: Vec<PlannedDelivery> = slots.iter().map(planned).collect();
+    forward_plan::record(&mut conn, &config.name, &plan).await?;
+    for s in slots {
+        window.push(s);
+    }
+    Ok(Some(last))
+}
+
+/// Take up what the previous leader recorded: deliveries that ended are not sent again, the
+/// others are, with the same rows and key. The position to read new rows after.
+async fn resume(
+    store: &Store,
+    shared: &deliver::Shared,
+    window: &mut Window,
+) -> Result<Position, StoreError> {
+    let config = &shared.config;
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(StoreError::query("connecting to resume the forwarder"))?;
+    let position = feed::position(&mut conn, &config.name)
+        .await?
+        .ok_or_else(|| StoreError::Schema(format!("no feed consumer {:?}", config.name)))?;
+    let mut after = position;
+    let recorded = forward_plan::load(&mut conn, &config.name, position).await?;
+    let mut resent = 0usize;
+    for p in &recorded {
+        if p.state != PlanState::Planned {
+            window.push_ended(p.first, p.last, p.rows as usize, p.state);
+            after = p.last;
+            continue;
         }
-        let last = chunks[done - 1].last().expect("chunks are not empty");
-        let rows_done: usize = chunks[..done].iter().map(|c| c.len()).sum();
-        let mut tx = store.begin().await?;
-        keep_dead_letters(&mut *tx, &letters).await?;
-        feed::ack(&mut tx, &config.name, last.position, rows_done as i64).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::query("committing a forwarder acknowledgement"))?;
+        let rows = feed::read_after(
+            &mut conn,
+            &config.name,
+            config.stream(),
+            p.rows as i64,
+            after,
+            config.include_attachments,
+        )
+        .await?;
+        let same = rows.len() == p.rows as usize
+            && rows.first().map(|r| r.position) == Some(p.first)
+            && rows.last().map(|r| r.position) == Some(p.last);
+        if !same {
+            // Retention dropped some of its rows (a consumer far behind): what is left is cut
+            // afresh after the last delivery that could be taken up.
+            tracing::warn!(forwarder = %config.name, first = %p.first, last = %p.last,
+                "a recorded delivery's rows are no longer all stored; its rows and the ones after it are cut again");
+            forward_plan::forget_after(&mut conn, &config.name, after).await?;
+            break;
+        }
+        window.push(slot(&config.name, config.stream(), &rows));
+        resent += 1;
+        after = p.last;
+    }
+    if !recorded.is_empty() {
+        tracing::info!(forwarder = %config.name, recorded = recorded.len(), resent,
+            "took up the deliveries recorded by the previous leader");
+    }
+    Ok(after)
+}
+
+/// Record every end not yet in Postgres (dead letters with theirs), and move the position over
+/// the ended front, in one transaction.
+async fn settle(
+    store: &Store,
+    config: &ForwardConfig,
+    window: &mut Window,
+) -> Result<(), StoreError> {
+    let front = window.ended_front();
+    let mut delivered = Vec::new();
+    let mut letters = Vec::new();
+    for (i, slot) in window.unrecorded_ends().enumerate() {
+        match &slot.state {
+            SlotState::DeadLettered { attempts, reason } => {
+                letters.push((slot.last, dead_letter(config, slot, *attempts, reason)))
+            }
+            _ if i >= front => delivered.push(slot.last),
+            _ => {}
+        }
+    }
+    if front == 0 && delivered.is_empty() && letters.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    if !letters.is_empty() {
+        let kept: Vec<DeadLetter> = letters.iter().map(|(_, l)| l.clone()).collect();
+        keep_dead_letters(&mut *tx, &kept).await?;
+        let lasts: Vec<Position> = letters.iter().map(|(p, _)| *p).collect();
+        forward_plan::mark_ended(&mut tx, &config.name, &lasts, PlanState::DeadLettered).await?;
+    }
+    forward_plan::mark_ended(&mut tx, &config.name, &delivered, PlanState::Delivered).await?;
+    let mut acked_rows = 0usize;
+    if let Some((last, rows)) = window.ended_front_reach() {
+        acked_rows = rows;
+        feed::ack(&mut tx, &config.name, last, rows as i64).await?;
+        forward_plan::forget_upto(&mut tx, &config.name, last).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(StoreError::query("committing a forwarder acknowledgement"))?;
+    window.mark_recorded();
+    window.pop_ended_front();
+    if acked_rows > 0 {
         metrics::counter!("mailroom_forward_rows_total", "forwarder" => config.name.clone())
-            .increment(rows_done as u64);
-        if done < deliveries.len() {
-            return Ok(());
-        }
+            .increment(acked_rows as u64);
     }
     Ok(())
 }
+
+fn dead_letter(config: &ForwardConfig, slot: &Slot, attempts: u32, reason: &str) -> DeadLetter {
+    DeadLetter {
+        queue: format!("forward:{}", config.name),
+        message_id: slot.delivery.key.clone(),
+        body: String::from_utf8_lossy(&slot.delivery.body).into_owned(),
+        attributes: [("mailroom.forward.url".to_string(), config.url.clone())]
+            .into_iter()
+            .collect(),
+        receive_count: attempts,
+        handler: Some("forward".into()),
+        reason: reason.to_string(),
+    }
+}
+
+fn rows_per_delivery(config: &ForwardConfig) -> usize {
+    match config.stream() {
+        Stream::Events => config.batch_size as usize,
+        Stream::InboundEmails => 1,
+    }
+}
+
+/// The most deliveries a window holds (at least two pages): while the oldest one retries, later
+/// ones go on ending, and their positions wait here until it ends.
+const MAX_WINDOW_DELIVERIES: usize = 10_000;
 
 /// Most rows one page holds.
 const MAX_PAGE_ROWS: usize = 5_000;
@@ -255,9 +392,9 @@ fn deliveries_per_page(config: &ForwardConfig, per_delivery: usize) -> usize {
     two_seconds.clamp(concurrency, concurrency.max(by_rows))
 }
 
-/// The request body for `rows`: events as a JSON array of SendGrid's objects, an email as its
-/// object.
-fn delivery(name: &str, stream: Stream, rows: &[FeedRow]) -> Delivery {
+/// The delivery of `rows`: events as a JSON array of SendGrid's objects, an email as its
+/// object; its key names the first and last row, which its record keeps fixed.
+fn slot(name: &str, stream: Stream, rows: &[FeedRow]) -> Slot {
     let first = rows.first().map(|r| r.position).unwrap_or_default();
     let last = rows.last().map(|r| r.position).unwrap_or_default();
     let body = match stream {
@@ -276,10 +413,26 @@ fn delivery(name: &str, stream: Stream, rows: &[FeedRow]) -> Delivery {
         }
         Stream::InboundEmails => rows.first().map(|r| r.json.clone()).unwrap_or_default(),
     };
-    Delivery {
-        key: format!("{name}:{first}-{last}"),
-        body: Bytes::from(body),
-        rows: rows.len(),
+    Slot {
+        first,
+        last,
+        delivery: Delivery {
+            key: format!("{name}:{first}-{last}"),
+            body: Bytes::from(body),
+            rows: rows.len(),
+        },
+        oldest_stored_at: rows.iter().map(|r| r.stored_at).min(),
+        state: SlotState::Waiting,
+        end_recorded: false,
+    }
+}
+
+fn planned(slot: &Slot) -> PlannedDelivery {
+    PlannedDelivery {
+        first: slot.first,
+        last: slot.last,
+        rows: slot.delivery.rows as i32,
+        state: PlanState::Planned,
     }
 }
 

@@ -142,6 +142,29 @@ pub async fn consumer_stream(pool: &PgPool, consumer: &str) -> Result<Option<Str
         .map_err(|e: FeedParseError| StoreError::Schema(e.to_string()))
 }
 
+/// `consumer`'s position (the last row acknowledged), or None when there is no such consumer.
+pub async fn position(
+    conn: &mut PgConnection,
+    consumer: &str,
+) -> Result<Option<Position>, StoreError> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT position_xid::text, position_id FROM mailroom_feed_consumers WHERE name = $1",
+    )
+    .bind(consumer)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::query("reading a feed position"))?;
+    row.map(|(xid, id)| {
+        Ok(Position {
+            xid: xid
+                .parse()
+                .map_err(|e| StoreError::Schema(format!("position_xid {xid:?}: {e}")))?,
+            id,
+        })
+    })
+    .transpose()
+}
+
 /// The inbound-email JSON a feed row carries. Attachment bytes are included (base64) only when
 /// asked, since they are the bulk of an email.
 fn inbound_json(with_content: bool) -> String {
@@ -179,20 +202,43 @@ pub async fn read(
     limit: i64,
     with_attachment_content: bool,
 ) -> Result<Vec<FeedRow>, StoreError> {
+    read_after(
+        conn,
+        consumer,
+        stream,
+        limit,
+        Position::default(),
+        with_attachment_content,
+    )
+    .await
+}
+
+/// [`read`], after `after` when that is past the consumer's position: for a reader with pages
+/// in flight that it has not acknowledged yet (the forwarder).
+pub async fn read_after(
+    conn: &mut PgConnection,
+    consumer: &str,
+    stream: Stream,
+    limit: i64,
+    after: Position,
+    with_attachment_content: bool,
+) -> Result<Vec<FeedRow>, StoreError> {
     let limit = limit.clamp(0, i32::MAX as i64) as i32;
     let sql = match stream {
         Stream::Events => "SELECT feed_xid::text, id, payload::text, stored_at \
-                           FROM mailroom_feed_events($1, $2)"
+                           FROM mailroom_feed_events($1, $2, $3::text::xid8, $4)"
             .to_string(),
         Stream::InboundEmails => format!(
             "SELECT m.feed_xid::text, m.id, {}, m.stored_at \
-             FROM mailroom_feed_inbound_emails($1, $2) m",
+             FROM mailroom_feed_inbound_emails($1, $2, $3::text::xid8, $4) m",
             inbound_json(with_attachment_content)
         ),
     };
     let rows = sqlx::query(&sql)
         .bind(consumer)
         .bind(limit)
+        .bind(after.xid.to_string())
+        .bind(after.id)
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::query("reading the feed"))?;
@@ -254,13 +300,34 @@ pub async fn try_lead(conn: &mut PgConnection, name: &str) -> Result<bool, Store
         .map_err(StoreError::query("taking the forwarder lock"))
 }
 
-/// Is `conn`, the connection that took the forwarder lock, still there? A session lock lives as
-/// long as its connection, so a connection that still answers still holds it.
-pub async fn still_leading(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1")
+/// Does `conn` still hold forwarder `name`'s lock? Asked of the server (`pg_locks`), not taken
+/// from the connection answering: a connection that came back through a pooler, or a session
+/// whose locks were released, answers but no longer leads. The key's two halves are how
+/// Postgres shows a one-bigint advisory key (`classid` the high 32 bits, `objid` the low).
+pub async fn still_leading(conn: &mut PgConnection, name: &str) -> Result<bool, StoreError> {
+    sqlx::query_scalar(
+        "WITH k AS (SELECT hashtext('mailroom_forward:' || $1)::bigint AS key)
+         SELECT EXISTS (
+             SELECT 1 FROM pg_locks l, k
+             WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+               AND l.objsubid = 1
+               AND l.classid::bigint = ((k.key >> 32) & 4294967295)
+               AND l.objid::bigint = (k.key & 4294967295))",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(StoreError::query("checking the forwarder lock"))
+}
+
+/// Give up forwarder `name`'s lock on `conn` (the caller then closes it): released at once,
+/// not when the server notices the connection is gone.
+pub async fn release_lead(conn: &mut PgConnection, name: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('mailroom_forward:' || $1))")
+        .bind(name)
         .execute(&mut *conn)
         .await
-        .map_err(StoreError::query("checking the forwarder's connection"))?;
+        .map_err(StoreError::query("releasing the forwarder lock"))?;
     Ok(())
 }
 

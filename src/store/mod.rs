@@ -23,6 +23,7 @@ pub mod dead_letters;
 pub mod errors;
 pub mod events;
 pub mod feed;
+pub mod forward_plan;
 pub mod inbound;
 pub mod partitions;
 pub mod status;
