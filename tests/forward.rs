@@ -4,6 +4,8 @@
 //! the pace holds within 10% of the configured rate over a minute, and nothing is lost across a
 //! kill -9 of the worker.
 
+#[path = "fault_support/mod.rs"]
+mod fault_support;
 #[path = "ops_support/mod.rs"]
 mod ops_support;
 
@@ -33,11 +35,14 @@ enum Reply {
     Status(u16, Option<u64>),
     /// Answer 200, but only after this long (longer than the forwarder's timeout: a timeout).
     Slow(Duration),
+    /// Answer 200 after this long (within the forwarder's timeout: a slow application).
+    Late(Duration),
 }
 
 #[derive(Debug, Clone)]
 struct Received {
     at: Instant,
+    path: String,
     key: String,
     signature: String,
     attempt: u32,
@@ -73,24 +78,27 @@ impl App {
                     header("mailroom-signature"),
                     header("mailroom-delivery-attempt").parse().unwrap_or(0),
                 );
+                let path = req.uri().path().to_string();
                 let body = req.into_body();
                 let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 // A slow answer arrives after the client gave up: not delivered, recorded as
                 // 599 when the request arrives.
-                let (status, retry_after, delay) = match behaviour(n, &body) {
-                    Reply::Ok => (200, None, None),
-                    Reply::Status(s, r) => (s, r, None),
-                    Reply::Slow(d) => (200, None, Some(d)),
+                let (status, retry_after, delay, late) = match behaviour(n, &body) {
+                    Reply::Ok => (200, None, None, None),
+                    Reply::Status(s, r) => (s, r, None, None),
+                    Reply::Slow(d) => (200, None, Some(d), None),
+                    Reply::Late(d) => (200, None, None, Some(d)),
                 };
                 seen.lock().expect("lock").push(Received {
                     at: Instant::now(),
+                    path,
                     key,
                     signature,
                     attempt,
                     body,
                     status: if delay.is_some() { 599 } else { status },
                 });
-                if let Some(d) = delay {
+                if let Some(d) = delay.or(late) {
                     tokio::time::sleep(d).await;
                 }
                 let mut response = Response::builder().status(status);
@@ -540,4 +548,236 @@ async fn inbound_emails_are_delivered_one_per_request_with_their_attachments(poo
         SECRET,
         &received[0].body
     ));
+}
+
+/// Regression (issue 26, parts 2 and 4): deliveries were cut afresh from the page read after a
+/// restart, so rows already sent went out again inside a longer delivery under another key, and
+/// a delivery the application had accepted was sent again (and could end as a dead letter).
+/// The issue's repro: 29 rows in deliveries of 25; the application accepts the 4-row one and
+/// holds the 25-row one; kill -9; 21 more rows; restart, with the application now failing
+/// anything that carries the 4 accepted rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_accepted_rows_were_sent_again_under_another_key() {
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepted: Vec<String> = ids("c", 29)[25..].to_vec();
+    let behaviour: Behaviour = {
+        let (restarted, accepted) = (restarted.clone(), accepted.clone());
+        Arc::new(move |_, body| {
+            let rows = event_ids(body);
+            if restarted.load(std::sync::atomic::Ordering::SeqCst) {
+                if rows.iter().any(|r| accepted.contains(r)) {
+                    return Reply::Status(500, None);
+                }
+                return Reply::Ok;
+            }
+            if rows.len() == 25 {
+                Reply::Late(Duration::from_secs(120))
+            } else {
+                Reply::Ok
+            }
+        })
+    };
+    let app = App::start(behaviour).await;
+    let db = TestDb::create().await;
+    let dir = temp_dir("forward-keys");
+    let sqs = sqs().await;
+    let queue = unique_dashed("forward-keys");
+    let url = create_queue(&sqs, &queue, 30, None).await;
+    let extra = format!(
+        r#"
+[[forward]]
+name = "keys"
+url = "{}"
+signing_secrets = ["{SECRET}"]
+rate_per_second = 50
+batch_size = 25
+concurrency = 2
+max_attempts = 2
+timeout_secs = 60
+backoff_initial_ms = 20
+backoff_max_secs = 1
+poll_interval_ms = 50
+"#,
+        app.url()
+    );
+    let config = write_config(&dir, &db.url, &[("sendgrid-events", &url)], &extra);
+    migrate(&config);
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    store_events(&pool, &ids("c", 29)).await;
+
+    let mut worker = Worker::start(&config, dir.join("worker-1.log"), &[]);
+    let pool_ref = &pool;
+    eventually_async(60, "the 4-row delivery is recorded as delivered", || async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM mailroom_forward_deliveries WHERE rows = 4 AND state = 'delivered'",
+        )
+        .fetch_one(pool_ref)
+        .await
+        .map(|n| n == 1)
+        .unwrap_or(false)
+    })
+    .await;
+    let app_ref = &app;
+    eventually(30, "the 25-row delivery is held", || {
+        app_ref
+            .received()
+            .iter()
+            .any(|r| event_ids(&r.body).len() == 25)
+    })
+    .await;
+    worker.kill9();
+    store_events(&pool, &ids("d", 21)).await;
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    let worker = Worker::start(&config, dir.join("worker-2.log"), &[]);
+    wait_acked(&pool, "keys", 50, 120).await;
+    worker.stop(20).await;
+
+    let received = app.received();
+    let mut rows_by_key: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+    let mut key_of_row: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &received {
+        let rows = event_ids(&r.body);
+        for row in &rows {
+            key_of_row
+                .entry(row.clone())
+                .or_default()
+                .insert(r.key.clone());
+        }
+        rows_by_key.entry(r.key.clone()).or_default().insert(rows);
+    }
+    for (key, bodies) in &rows_by_key {
+        assert_eq!(
+            bodies.len(),
+            1,
+            "key {key} was sent with different rows: {bodies:?}"
+        );
+    }
+    for (row, keys) in &key_of_row {
+        assert_eq!(
+            keys.len(),
+            1,
+            "row {row} went out under several keys: {keys:?}"
+        );
+    }
+    let all: BTreeSet<String> = ids("c", 29).into_iter().chain(ids("d", 21)).collect();
+    assert_eq!(
+        key_of_row.keys().cloned().collect::<BTreeSet<_>>(),
+        all,
+        "every row"
+    );
+    let accepted_sends = received
+        .iter()
+        .filter(|r| event_ids(&r.body).iter().any(|id| accepted.contains(id)))
+        .count();
+    assert_eq!(accepted_sends, 1, "the accepted delivery was sent again");
+    let held_key = received
+        .iter()
+        .find(|r| event_ids(&r.body).len() == 25 && event_ids(&r.body)[0] == "c-00000")
+        .map(|r| r.key.clone())
+        .expect("the 25-row delivery");
+    assert!(
+        received.iter().filter(|r| r.key == held_key).count() >= 2,
+        "the delivery in flight at the kill is sent again, under its key"
+    );
+    let letters: i64 = sqlx::query_scalar("SELECT count(*) FROM mailroom_dead_letters")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(letters, 0, "no accepted delivery becomes a dead letter");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM mailroom_forward_deliveries")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "acknowledged deliveries are forgotten");
+    pool.close().await;
+    db.drop_db().await;
+}
+
+/// Regression (issue 26, part 3): the leader checked its lock connection only between pages,
+/// so after a Postgres restart it went on delivering its page while a standby took the freed
+/// lock: two processes delivered for one forwarder for seconds. Two forwarders of one name
+/// (each to its own path, so the application can tell them apart) on a private Postgres that
+/// restarts mid-delivery, with a slow application (pages of many seconds): the requests,
+/// in the order they arrived, come from one process and then, at most once, from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_delivered_for_one_forwarder_after_a_postgres_restart() {
+    let pg = fault_support::PrivatePostgres::start();
+    let url = fault_support::fresh_db(&pg.admin_url(), "fwd_restart").await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .expect("pool");
+    store_events(&pool, &ids("r", 300)).await;
+    let app = App::start(Arc::new(|_, _| Reply::Late(Duration::from_millis(300)))).await;
+    let base = app.url();
+    let settings = "rate_per_second = 20\nbatch_size = 1\nconcurrency = 2\ntimeout_secs = 10";
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let store_a = Store::from_pool(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("pool a"),
+    );
+    let a = tokio::spawn(forward::run(
+        store_a,
+        config("pair", &format!("{base}/a"), settings),
+        stop_a.clone(),
+    ));
+    let app_ref = &app;
+    eventually(30, "A delivers", || app_ref.received().len() >= 6).await;
+    let store_b = Store::from_pool(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("pool b"),
+    );
+    let b = tokio::spawn(forward::run(
+        store_b,
+        config("pair", &format!("{base}/b"), settings),
+        stop_b.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = app.received().len();
+    pg.restart();
+    let pool_ref = &pool;
+    eventually_async(
+        120,
+        "all 300 rows acknowledged after the restart",
+        || async move {
+            store_feed::status(pool_ref, Some("pair"))
+                .await
+                .ok()
+                .and_then(|s| s.first().map(|c| c.pending == 0 && c.acked_rows >= 300))
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.expect("a");
+    b.await.expect("b");
+
+    let mut received = app.received();
+    received.sort_by_key(|r| r.at);
+    let senders: Vec<&str> = received
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default())
+        .collect();
+    let switches = senders.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        switches <= 1,
+        "after the restart both processes delivered: {switches} switches between them \
+         ({before} requests before the restart, senders in order: {})",
+        senders.concat()
+    );
+    let unique: BTreeSet<String> = app
+        .delivered_ids()
+        .into_iter()
+        .chain(received.iter().flat_map(|r| event_ids(&r.body)))
+        .collect();
+    assert_eq!(unique.len(), 300, "every row");
+    pool.close().await;
 }
