@@ -955,8 +955,11 @@ async fn built_in_hooks_are_on_by_default_and_run_before_application_hooks(pool:
 // ---------------------------------------------------------------------------------------------
 // One sg_event_id with two timestamps (issue 26).
 
-/// Records every event a hook is handed, as (sg_event_id, occurred_at, event type).
-struct Recorder(Mutex<Vec<(String, Option<DateTime<Utc>>, String)>>);
+/// An event as a hook was handed it: (sg_event_id, occurred_at, event type).
+type Handed = (String, Option<DateTime<Utc>>, String);
+
+/// Records every event a hook is handed.
+struct Recorder(Mutex<Vec<Handed>>);
 impl SendgridHook for Recorder {
     fn name(&self) -> &str {
         "recorder"
@@ -984,7 +987,7 @@ impl SendgridHook for Recorder {
 struct Outcomes {
     rows: Vec<Value>,
     derived: (Vec<Value>, Vec<Value>),
-    hooked: Vec<(String, Option<DateTime<Utc>>, String)>,
+    hooked: Vec<Handed>,
 }
 
 /// docs/retention.md: two events with the same `sg_event_id` and different timestamps are two
