@@ -28,7 +28,10 @@
 //! the batch. The in-batch dedupe uses that same key, never the `sg_event_id` alone: with the
 //! id alone, the second of two events with one id and two timestamps was dropped silently when
 //! both came in one batch and stored when they came in two, and the derived tables and hooks
-//! followed the batching (issue 26). The legacy check compares the same two columns.
+//! followed the batching (issue 26). The one exception is the legacy check: a pre-partitioning
+//! table was unique on `sg_event_id` alone, so while its rows are not moved yet an event with
+//! the same id is a duplicate of them whatever its time (`tests/partition_events.rs`); batching
+//! does not change that either.
 
 use std::borrow::Cow;
 
@@ -80,8 +83,7 @@ FROM UNNEST(
     pool_id, payload, sqs_message_id, queue, received_at, source
 )
 WHERE NOT EXISTS (
-    SELECT 1 FROM mailroom_events_legacy_rows l
-    WHERE l.sg_event_id = u.sg_event_id AND l.occurred_at IS NOT DISTINCT FROM u.occurred_at
+    SELECT 1 FROM mailroom_events_legacy_rows l WHERE l.sg_event_id = u.sg_event_id
 )
 ON CONFLICT (sg_event_id, occurred_at) DO NOTHING
 "#;
