@@ -438,26 +438,158 @@ async fn named_webhooks_were_checked_with_the_default_key(pool: PgPool) {
         .handle(&[
             from_webhook(signed_job("m-marketing", Some(&good)), "marketing"),
             from_webhook(signed_job("m-marketing-unsigned", None), "marketing"),
-            from_webhook(signed_job("m-unlisted", None), "unlisted"),
             signed_job("m-default", Some(&good)),
         ])
         .await;
     assert_eq!(out[0], Outcome::Done, "verified with the route's own key");
     assert!(
-        matches!(&out[1], Outcome::DeadLetter { reason } if reason.contains("missing")),
+        matches!(&out[1], Outcome::DeadLetter { reason }
+            if reason.contains("route \"marketing\": missing")),
         "{:?}",
         out[1]
     );
-    assert_eq!(
-        out[2],
-        Outcome::Done,
-        "a route the worker has no key for is the router's to check"
-    );
     assert!(
-        matches!(&out[3], Outcome::DeadLetter { reason } if reason.starts_with("event webhook signature: ")),
+        matches!(&out[2], Outcome::DeadLetter { reason } if reason.starts_with("event webhook signature: the default route: ")),
         "the default route still uses the default key: {:?}",
-        out[3]
+        out[2]
     );
+}
+
+/// The dead letter's reason for `out`, or a panic saying what it was instead.
+fn reason(out: &Outcome) -> &str {
+    match out {
+        Outcome::DeadLetter { reason } => reason,
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+}
+
+/// Issue 26: with a key configured, an envelope naming a route the worker has no key for (an
+/// unknown name, or a route only the router has a key for) was stored unverified, and so was
+/// one naming a route the router would answer 404 for (`MARKETING`, the empty name).
+#[sqlx::test(migrations = "./migrations")]
+async fn an_unsigned_envelope_for_a_route_without_a_key_was_stored(pool: PgPool) {
+    let config = SendgridHandlerConfig {
+        event_webhook_public_key: Some(fixture_text("signing_public_key.b64")),
+        webhook_public_keys: [("marketing".to_owned(), vec![OTHER_KEY.to_owned()])].into(),
+        trust_router_for: ["partners".to_owned()].into(),
+        ..Default::default()
+    };
+    let h = SendgridHandler::new(Store::from_pool(pool.clone()), config).expect("valid keys");
+    let good = fixture_text("events_all_types.sig");
+    for (route, expected) in [
+        ("nosuchroute", "route \"nosuchroute\" has no key here"),
+        ("MARKETING", "webhook route \"MARKETING\": not a route name"),
+        ("", "webhook route \"\": not a route name"),
+        ("-a", "webhook route \"-a\": not a route name"),
+    ] {
+        // Unsigned, and signed with the default route's key (which is not this route's).
+        for signature in [None, Some(good.as_str())] {
+            let out = h
+                .handle(&[from_webhook(signed_job("m-forged", signature), route)])
+                .await;
+            let reason = reason(&out[0]);
+            assert!(reason.contains(expected), "{route:?}: {reason}");
+        }
+    }
+    assert_eq!(count(&pool, "mailroom_events").await, 0, "nothing stored");
+    // A trusted route is stored as the router sent it; an untrusted one with keys is verified.
+    let out = h
+        .handle(&[
+            from_webhook(signed_job("m-partners", None), "partners"),
+            signed_job("m-default", Some(&good)),
+        ])
+        .await;
+    assert_eq!(out, vec![Outcome::Done, Outcome::Done]);
+    // The same fixture body twice: the verified copy's events are duplicates of the first.
+    assert_eq!(count(&pool, "mailroom_events").await, 14);
+    let sources: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT source FROM mailroom_events")
+            .fetch_all(&pool)
+            .await
+            .expect("sources");
+    assert_eq!(sources, vec![Some("partners".to_owned())]);
+}
+
+/// With keys for named routes only, the default route has no key: refused unless trusted.
+#[sqlx::test(migrations = "./migrations")]
+async fn the_default_route_without_a_key_is_refused_unless_trusted(pool: PgPool) {
+    let named_only = |trust_default| SendgridHandlerConfig {
+        webhook_public_keys: [(
+            "marketing".to_owned(),
+            vec![fixture_text("signing_public_key.b64")],
+        )]
+        .into(),
+        trust_router_for_default_route: trust_default,
+        ..Default::default()
+    };
+    let good = fixture_text("events_all_types.sig");
+    let h = SendgridHandler::new(Store::from_pool(pool.clone()), named_only(false)).expect("ok");
+    let out = h.handle(&[signed_job("m-default", None)]).await;
+    assert!(
+        reason(&out[0]).contains("the default route has no key here"),
+        "{out:?}"
+    );
+    let out = h
+        .handle(&[from_webhook(
+            signed_job("m-marketing", Some(&good)),
+            "marketing",
+        )])
+        .await;
+    assert_eq!(out, vec![Outcome::Done]);
+    let h = SendgridHandler::new(Store::from_pool(pool.clone()), named_only(true)).expect("ok");
+    let out = h.handle(&[signed_job("m-default-2", None)]).await;
+    assert_eq!(out, vec![Outcome::Done], "trusted");
+}
+
+/// Without any key nothing is verified, as before; a name the router never writes is still
+/// refused, for inbound mail too (it would be stored as the row's `source`).
+#[sqlx::test(migrations = "./migrations")]
+async fn without_keys_only_names_the_router_never_writes_are_refused(pool: PgPool) {
+    let h = handler(&pool);
+    let out = h
+        .handle(&[
+            from_webhook(signed_job("m-unknown", None), "nosuchroute"),
+            from_webhook(signed_job("m-upper", None), "MARKETING"),
+            from_webhook(
+                inbound_job("m-in", fixture("inbound_parsed.multipart")),
+                "Bad Name",
+            ),
+        ])
+        .await;
+    assert_eq!(out[0], Outcome::Done);
+    assert!(reason(&out[1]).contains("\"MARKETING\": not a route name"));
+    assert!(reason(&out[2]).contains("\"Bad Name\": not a route name"));
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn route_settings_that_cannot_be_meant_are_startup_errors(pool: PgPool) {
+    let key = fixture_text("signing_public_key.b64");
+    let config = SendgridHandlerConfig {
+        event_webhook_public_key: Some(key.clone()),
+        webhook_public_keys: [
+            ("Marketing".to_owned(), vec![key.clone()]),
+            ("eu".to_owned(), vec![key.clone()]),
+        ]
+        .into(),
+        trust_router_for: ["".to_owned(), "MARKETING".to_owned(), "eu".to_owned()].into(),
+        trust_router_for_default_route: true,
+        ..Default::default()
+    };
+    let err = SendgridHandler::new(Store::from_pool(pool), config).expect_err("bad settings");
+    assert!(
+        matches!(err, SendgridConfigError::RouteSettings(ref p) if p.len() == 5),
+        "{err}"
+    );
+    let text = err.to_string();
+    for expected in [
+        "webhook_public_keys: \"Marketing\" is not a route name",
+        "trust_router_for: \"\" is not a route name",
+        "trust_router_for: \"MARKETING\" is not a route name",
+        "trust_router_for names \"eu\", which has keys",
+        "trust_router_for_default_route with event_webhook_public_key set",
+    ] {
+        assert!(text.contains(expected), "{text} should say {expected}");
+    }
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -493,6 +625,30 @@ async fn a_bad_public_key_is_a_startup_error(pool: PgPool) {
     assert!(
         err.to_string().contains("event_webhook_public_key"),
         "{err}"
+    );
+}
+
+/// What `mailroom check` and `run` report for a trusted name the router would never route.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_trusted_route_that_is_not_a_route_name_fails_the_config_check(pool: PgPool) {
+    let config = mailroom::Config::parse(
+        "[store]\ndatabase_url = \"postgres://unused\"\n[[queue]]\nname = \"q\"\nhandler = \"sendgrid\"\n\
+         [handlers.sendgrid]\ntrust_router_for = [\"Marketing\"]\n",
+        "test",
+    )
+    .expect("the file parses");
+    let Err(problems) = mailroom::Worker::new().build_registry(&config, &Store::from_pool(pool))
+    else {
+        panic!("the sendgrid handler accepted trust_router_for = [\"Marketing\"]");
+    };
+    let text = problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("trust_router_for: \"Marketing\" is not a route name"),
+        "{text}"
     );
 }
 

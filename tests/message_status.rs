@@ -556,25 +556,74 @@ fn random_batches(events: &[Value], rng: &mut impl Rng) -> Vec<Vec<Value>> {
 async fn the_result_is_a_function_of_the_set_of_events_not_of_their_arrival_order(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let events = mixed_events(300, &mut rng);
-    let h = handler(&pool);
+    assert_order_and_batching_independent(&pool, &events, &mut rng).await;
+}
+
+/// As above, with every third event taking the `sg_event_id` of the one before it and another
+/// timestamp (or none where it had one): two rows each, so every tie-break of the status and
+/// suppression rules must still be total when ids repeat.
+#[sqlx::test(migrations = "./migrations")]
+async fn the_result_is_a_function_of_the_set_of_events_when_ids_repeat_with_other_timestamps(
+    pool: PgPool,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(26);
+    let mut events = mixed_events(300, &mut rng);
+    for i in (1..events.len()).step_by(3) {
+        let (id, ts) = (
+            events[i - 1]["sg_event_id"].clone(),
+            events[i - 1]["timestamp"].as_i64(),
+        );
+        events[i]["sg_event_id"] = id;
+        match ts {
+            // Another of the same few times, so ties with other events stay likely.
+            Some(ts) if rng.random_range(0..5) > 0 => {
+                events[i]["timestamp"] = json!(T0 + (ts - T0 + rng.random_range(1..20)) % 20)
+            }
+            Some(_) => {
+                events[i]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("timestamp");
+            }
+            None => events[i]["timestamp"] = json!(T0 + rng.random_range(0..20)),
+        }
+    }
+    let expected_rows = events
+        .iter()
+        .map(|e| (e["sg_event_id"].to_string(), e["timestamp"].as_i64()))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert_eq!(expected_rows, 300, "no two events share id and timestamp");
+    assert_order_and_batching_independent(&pool, &events, &mut rng).await;
+    assert_eq!(count(&pool, "mailroom_events").await, 300);
+}
+
+/// Stores `events` four times from empty tables, each time shuffled and cut into random
+/// batches: both tables come out the same every time, and equal to the rebuild.
+async fn assert_order_and_batching_independent(
+    pool: &PgPool,
+    events: &[Value],
+    rng: &mut impl Rng,
+) {
+    let h = handler(pool);
     let mut first = None;
     for round in 0..4 {
         sqlx::query("TRUNCATE mailroom_events, mailroom_message_status, mailroom_suppressions")
-            .execute(&pool)
+            .execute(pool)
             .await
             .expect("truncate");
-        let mut shuffled = events.clone();
-        shuffled.shuffle(&mut rng);
-        for b in random_batches(&shuffled, &mut rng) {
+        let mut shuffled = events.to_vec();
+        shuffled.shuffle(rng);
+        for b in random_batches(&shuffled, rng) {
             store(&h, &b).await;
         }
-        let got = snapshot(&pool).await;
+        let got = snapshot(pool).await;
         assert!(!got.0.is_empty() && !got.1.is_empty());
         match &first {
             None => first = Some(got),
             Some(first) => assert_eq!(first, &got, "round {round} differs from round 0"),
         }
-        assert_rebuild_agrees(&pool).await;
+        assert_rebuild_agrees(pool).await;
     }
 }
 
@@ -900,5 +949,169 @@ async fn built_in_hooks_are_on_by_default_and_run_before_application_hooks(pool:
     assert_eq!(
         *peek.0.lock().unwrap(),
         vec![(Some("bounced".to_string()), Some(false))]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// One sg_event_id with two timestamps (issue 26).
+
+/// An event as a hook was handed it: (sg_event_id, occurred_at, event type).
+type Handed = (String, Option<DateTime<Utc>>, String);
+
+/// Records every event a hook is handed.
+struct Recorder(Mutex<Vec<Handed>>);
+impl SendgridHook for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn on_stored<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        batch: &'a StoredBatch<'a>,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        let mut seen = self.0.lock().unwrap();
+        for e in &batch.events {
+            seen.push((
+                e.event.sg_event_id.clone(),
+                e.event.occurred_at,
+                e.event.event.clone(),
+            ));
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What one way of batching left behind: the stored events (without ids, times of storing or
+/// carrying message), both derived tables, and what the hooks were handed.
+#[derive(Debug, PartialEq)]
+struct Outcomes {
+    rows: Vec<Value>,
+    derived: (Vec<Value>, Vec<Value>),
+    hooked: Vec<Handed>,
+}
+
+/// docs/retention.md: two events with the same `sg_event_id` and different timestamps are two
+/// rows. The in-batch dedupe used the `sg_event_id` alone, so the second of such a pair was
+/// dropped silently when both came in one post, or in two posts handled in one batch, and
+/// stored when they came in separate batches; the derived tables and the hooks followed.
+#[sqlx::test(migrations = "./migrations")]
+async fn the_same_sg_event_id_with_two_timestamps_was_one_row_or_two_depending_on_batching(
+    pool: PgPool,
+) {
+    // Each pair shares an id; the second of each changes what the derived tables say.
+    let first = [
+        ev(
+            "pair-deferred",
+            "deferred",
+            at(1),
+            json!({"reason": "try later"}),
+        ),
+        ev(
+            "pair-group",
+            "group_unsubscribe",
+            at(3),
+            json!({"asm_group_id": 5}),
+        ),
+        ev("pair-open", "open", None, json!({})),
+        ev("pair-bounce", "bounce", at(5), json!({"type": "blocked"})),
+    ];
+    let second = [
+        ev(
+            "pair-deferred",
+            "deferred",
+            at(2),
+            json!({"reason": "try later"}),
+        ),
+        ev(
+            "pair-group",
+            "group_resubscribe",
+            at(4),
+            json!({"asm_group_id": 5}),
+        ),
+        ev("pair-open", "open", at(6), json!({})),
+        ev(
+            "pair-bounce",
+            "bounce",
+            at(5_000),
+            json!({"type": "bounce"}),
+        ),
+    ];
+    let body = |events: &[Value]| serde_json::to_vec(events).expect("json");
+    let one_post: Vec<Value> = first.iter().chain(&second).cloned().collect();
+
+    let mut results = Vec::new();
+    for batching in ["one post", "two posts, one batch", "separate batches"] {
+        sqlx::query("TRUNCATE mailroom_events, mailroom_message_status, mailroom_suppressions")
+            .execute(&pool)
+            .await
+            .expect("truncate");
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        let h = handler(&pool).with_hook(recorder.clone());
+        let outcomes = match batching {
+            "one post" => h.handle(&[events_job("m-1", body(&one_post))]).await,
+            "two posts, one batch" => {
+                h.handle(&[
+                    events_job("m-1", body(&first)),
+                    events_job("m-2", body(&second)),
+                ])
+                .await
+            }
+            _ => {
+                let mut out = h.handle(&[events_job("m-1", body(&first))]).await;
+                out.extend(h.handle(&[events_job("m-2", body(&second))]).await);
+                out
+            }
+        };
+        assert!(
+            outcomes.iter().all(|o| *o == Outcome::Done),
+            "{batching}: {outcomes:?}"
+        );
+        let rows: Vec<Value> = sqlx::query_scalar(
+            "SELECT jsonb_build_object('sg_event_id', sg_event_id, 'occurred_at', occurred_at,
+                                       'event', event, 'payload', payload::jsonb)
+             FROM mailroom_events ORDER BY sg_event_id, occurred_at NULLS FIRST",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+        assert_eq!(
+            rows.len(),
+            8,
+            "{batching}: every event of every pair is a row"
+        );
+        assert_rebuild_agrees(&pool).await;
+        let mut hooked = recorder.0.lock().unwrap().clone();
+        hooked.sort();
+        results.push((
+            batching,
+            Outcomes {
+                rows,
+                derived: snapshot(&pool).await,
+                hooked,
+            },
+        ));
+    }
+    let (_, expected) = &results[0];
+    assert_eq!(
+        expected.hooked.len(),
+        8,
+        "each new row handed to the hooks once"
+    );
+    for (batching, got) in &results[1..] {
+        assert_eq!(got, expected, "{batching} differs from one post");
+    }
+    // Both of each pair count: two deferrals, the resubscribe (later) wins, the hard bounce
+    // (later, and higher) is the state.
+    let s = status_a(&pool).await;
+    assert_eq!((s.event_count, s.deferred_count, s.open_count), (8, 2, 2));
+    assert_eq!(
+        (s.state.as_deref(), s.state_occurred_at),
+        (Some("bounced"), Some(t(5_000)))
+    );
+    assert_eq!(may(&pool, "a@example.com", Some(5)).await, Some(false));
+    assert_eq!(
+        suppression(&pool, "a@example.com", 5).await.map(|s| s.0),
+        Some(false),
+        "the later resubscribe clears the group unsubscribe"
     );
 }

@@ -20,8 +20,18 @@
 //! `json`, which keeps SendGrid's exact text and only validates it. Duplicates inside one batch are removed
 //! here first, first occurrence wins (Postgres accepts in-statement duplicates with DO NOTHING,
 //! unlike DO UPDATE, but deduping here makes the winner explicit and the arrays smaller). Rows
-//! are sent sorted by `sg_event_id` so two workers inserting overlapping batches take their row
+//! are sent sorted by that key so two workers inserting overlapping batches take their row
 //! locks in the same order and cannot deadlock.
+//!
+//! One rule, whatever the batching: an event is a duplicate exactly when its [`StoredKey`]
+//! (the `sg_event_id` and the `occurred_at` as stored) equals one already stored or earlier in
+//! the batch. The in-batch dedupe uses that same key, never the `sg_event_id` alone: with the
+//! id alone, the second of two events with one id and two timestamps was dropped silently when
+//! both came in one batch and stored when they came in two, and the derived tables and hooks
+//! followed the batching (issue 26). The one exception is the legacy check: a pre-partitioning
+//! table was unique on `sg_event_id` alone, so while its rows are not moved yet an event with
+//! the same id is a duplicate of them whatever its time (`tests/partition_events.rs`); batching
+//! does not change that either.
 
 use std::borrow::Cow;
 
@@ -80,7 +90,7 @@ ON CONFLICT (sg_event_id, occurred_at) DO NOTHING
 
 /// The same statement, answering with the rows it inserted (for SendGrid hooks, which must see
 /// each event once: a duplicate is skipped by `DO NOTHING` and so is not returned).
-const RETURNING: &str = "RETURNING id, sg_event_id";
+const RETURNING: &str = "RETURNING id, sg_event_id, occurred_at";
 
 /// Postgres timestamps start at 4713 BC (astronomical year -4712); chrono reaches further back.
 /// An event whose timestamp is before that is still stored, with `occurred_at` NULL (the payload
@@ -148,7 +158,7 @@ pub struct InsertedEvent<'r, 'a> {
     pub record: &'r EventRecord<'a>,
 }
 
-/// [`insert_events`], answering with the rows that were new, in `sg_event_id` order. An event
+/// [`insert_events`], answering with the rows that were new, in insertion (`id`) order. An event
 /// already stored (by an earlier delivery, another process, or earlier in this batch) is not
 /// in the answer: that is what lets a hook act exactly once per event.
 pub async fn insert_new_events<'r, 'a>(
@@ -163,7 +173,7 @@ pub async fn insert_new_events<'r, 'a>(
         };
         for (id, key) in rows {
             // Keys come back as bound; the chunk is sorted by key.
-            if let Ok(i) = chunk.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_str())) {
+            if let Ok(i) = chunk.binary_search_by(|(k, _)| k.cmp(&key)) {
                 new.push(InsertedEvent {
                     id,
                     record: chunk[i].1,
@@ -175,13 +185,37 @@ pub async fn insert_new_events<'r, 'a>(
     Ok(new)
 }
 
-/// Dedupe on the key as stored (sanitized), keep the first occurrence, sort by key (across
+/// The table's unique key, `(sg_event_id, occurred_at)` `NULLS NOT DISTINCT`, as the row will
+/// hold it: the id as [`event_key`] stores it, the time as [`stored_occurred_at`] does (`None`
+/// equals `None`, as under `NULLS NOT DISTINCT`). Two records are one row exactly when their
+/// keys are equal, in one batch or across batches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct StoredKey<'a> {
+    pub sg_event_id: Cow<'a, str>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> StoredKey<'a> {
+    pub(crate) fn of(event: &'a Event) -> Self {
+        Self {
+            sg_event_id: event_key(&event.sg_event_id),
+            occurred_at: stored_occurred_at(event),
+        }
+    }
+}
+
+/// `occurred_at` as stored: the event's time, NULL when it has none or Postgres cannot hold it.
+fn stored_occurred_at(event: &Event) -> Option<DateTime<Utc>> {
+    event.occurred_at.filter(|t| in_postgres_range(*t))
+}
+
+/// Dedupe on the key as stored ([`StoredKey`]), keep the first occurrence, sort by key (across
 /// chunks too, so lock order stays global). A stable sort of one vector, then adjacent
 /// duplicates dropped: the first occurrence is the first of its run.
-fn dedupe<'r, 'a>(records: &'r [EventRecord<'a>]) -> Vec<(Cow<'r, str>, &'r EventRecord<'a>)> {
-    let mut unique: Vec<(Cow<'r, str>, &'r EventRecord<'a>)> = records
+fn dedupe<'r, 'a>(records: &'r [EventRecord<'a>]) -> Vec<(StoredKey<'r>, &'r EventRecord<'a>)> {
+    let mut unique: Vec<(StoredKey<'r>, &'r EventRecord<'a>)> = records
         .iter()
-        .map(|r| (event_key(&r.event.sg_event_id), r))
+        .map(|r| (StoredKey::of(r.event), r))
         .collect();
     unique.sort_by(|a, b| a.0.cmp(&b.0));
     unique.dedup_by(|later, first| later.0 == first.0);
@@ -206,13 +240,13 @@ pub(crate) fn event_key(id: &str) -> Cow<'_, str> {
 
 enum Inserted {
     Count(u64),
-    Rows(Vec<(i64, String)>),
+    Rows(Vec<(i64, StoredKey<'static>)>),
 }
 
 /// One INSERT statement for sorted, deduplicated events.
 async fn insert_chunk(
     conn: &mut PgConnection,
-    chunk: &[(Cow<'_, str>, &EventRecord<'_>)],
+    chunk: &[(StoredKey<'_>, &EventRecord<'_>)],
     returning: bool,
 ) -> Result<Inserted, StoreError> {
     let n = chunk.len();
@@ -248,10 +282,10 @@ async fn insert_chunk(
 
     for (key, r) in chunk {
         let e = r.event;
-        sg_event_id.push(key.as_ref());
+        sg_event_id.push(key.sg_event_id.as_ref());
         event.push(sanitize(&e.event));
         email.push(sanitize_opt(e.email.as_deref()));
-        occurred_at.push(e.occurred_at.filter(|t| in_postgres_range(*t)));
+        occurred_at.push(key.occurred_at);
         sg_message_id.push(sanitize_opt(e.sg_message_id.as_deref()));
         smtp_id.push(sanitize_opt(e.smtp_id.as_deref()));
         categories.push(text_array_literal(&e.categories));
@@ -325,7 +359,13 @@ async fn insert_chunk(
             .await
             .map_err(StoreError::query("inserting events"))?;
         rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .map(|row| {
+                let key = StoredKey {
+                    sg_event_id: Cow::Owned(row.try_get(1)?),
+                    occurred_at: row.try_get(2)?,
+                };
+                Ok((row.try_get(0)?, key))
+            })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map(Inserted::Rows)
             .map_err(StoreError::query("reading inserted events"))
@@ -341,6 +381,54 @@ async fn insert_chunk(
 #[cfg(test)]
 mod tests {
     use super::text_array_literal;
+
+    /// Regression (issue 26): the in-batch dedupe keyed on `sg_event_id` alone, so one id with
+    /// two timestamps was one row in one batch and two rows in two. It keys on exactly the
+    /// table's unique key as stored: a time Postgres cannot hold is stored NULL, so it meets an
+    /// undated copy (`NULLS NOT DISTINCT`).
+    #[test]
+    fn the_batch_dedupe_uses_the_tables_unique_key_as_stored() {
+        use super::{dedupe, EventRecord};
+        let events = mailroom_sendgrid::parse_events(
+            br#"[
+                {"sg_event_id": "a", "event": "open", "timestamp": 1700000000},
+                {"sg_event_id": "a", "event": "open", "timestamp": 1700000001},
+                {"sg_event_id": "a", "event": "click", "timestamp": 1700000000},
+                {"sg_event_id": "b", "event": "open"},
+                {"sg_event_id": "b", "event": "open", "timestamp": -250000000000000},
+                {"sg_event_id": "b", "event": "open", "timestamp": 1700000000}
+            ]"#,
+        )
+        .expect("events");
+        let records: Vec<EventRecord<'_>> = events
+            .iter()
+            .map(|event| EventRecord {
+                event,
+                sqs_message_id: "m",
+                queue: "q",
+                received_at: None,
+                source: None,
+            })
+            .collect();
+        let unique = dedupe(&records);
+        let kept: Vec<(&str, Option<i64>, &str)> = unique
+            .iter()
+            .map(|(k, r)| {
+                let at = k.occurred_at.map(|t| t.timestamp());
+                (k.sg_event_id.as_ref(), at, r.event.event.as_str())
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("a", Some(1_700_000_000), "open"),
+                ("a", Some(1_700_000_001), "open"),
+                ("b", None, "open"),
+                ("b", Some(1_700_000_000), "open"),
+            ],
+            "first occurrence of each key wins, sorted by key"
+        );
+    }
 
     /// Regression: two event ids that differ only by a NUL byte merged into one row (the NUL
     /// was removed before the unique key).

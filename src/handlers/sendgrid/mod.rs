@@ -25,7 +25,7 @@ mod status;
 mod webhook_keys;
 
 use source_metrics::SourceCounts;
-use webhook_keys::WebhookKeys;
+use webhook_keys::{KeySettings, KeySettingsError, WebhookKeys};
 
 pub use feed_notify::{FeedNotifyHook, FEED_NOTIFY_HOOK};
 pub use hook::{HookError, NewEmail, NewEvent, SendgridHook, StoredBatch};
@@ -34,9 +34,7 @@ pub use status::{MessageStatusHook, SuppressionsHook, MESSAGE_STATUS_HOOK, SUPPR
 use std::sync::Arc;
 
 use mailroom_envelope::Kind;
-use mailroom_sendgrid::{
-    parse_events, parse_inbound, Event, InboundEmail, SIGNATURE_HEADER, TIMESTAMP_HEADER,
-};
+use mailroom_sendgrid::{parse_events, parse_inbound, Event, InboundEmail};
 
 use crate::handler::{BoxFuture, Handler, Job, Outcome};
 use crate::store::{
@@ -69,10 +67,28 @@ pub struct SendgridHandlerConfig {
     pub event_webhook_previous_public_key: Option<String>,
     /// The keys of the router's named webhook routes (`/sendgrid/events/{name}`), by name:
     /// `marketing = ["<current>", "<previous>"]`. A message from a named route is verified
-    /// with its route's keys (either verifies); a named route without an entry is not checked
-    /// again here (the router checked it with that route's key).
+    /// with its route's keys (either verifies). Once any key is configured, a message from a
+    /// route without keys here is refused (a dead letter) unless `trust_router_for` names it.
     #[serde(default)]
     pub webhook_public_keys: std::collections::BTreeMap<String, Vec<String>>,
+    /// Named routes whose messages are stored without the worker's own check, trusting the
+    /// router's: for a route the router verifies (or deliberately does not) and the worker has
+    /// no key for. Only matters once any key is configured.
+    ///
+    /// The threat: anyone who may send to the events queue can put an envelope on it directly,
+    /// unsigned, naming any route in `source.webhook`. With a key configured, the worker refuses
+    /// every message it cannot verify, so a forged envelope naming an unknown route, or a route
+    /// the worker has no key for, becomes a dead letter instead of stored events. Listing a route
+    /// here gives that up for the route: its messages are as trustworthy as the queue's send
+    /// permission. Each entry must be a route name (what the router accepts: 1 to 64 of a-z,
+    /// 0-9, '-' and '_'), and not a route with keys in `webhook_public_keys`.
+    #[serde(default)]
+    pub trust_router_for: std::collections::BTreeSet<String>,
+    /// As `trust_router_for`, for the unnamed default route (`/sendgrid/events`): when keys are
+    /// configured for named routes only, the default route's messages are refused unless this
+    /// is set. Not allowed together with `event_webhook_public_key`.
+    #[serde(default)]
+    pub trust_router_for_default_route: bool,
     /// Keep `mailroom_message_status` (each message's delivery state, opens and clicks per
     /// recipient) in every batch's transaction. On by default.
     #[serde(default = "on")]
@@ -98,6 +114,8 @@ impl Default for SendgridHandlerConfig {
             event_webhook_public_key: None,
             event_webhook_previous_public_key: None,
             webhook_public_keys: Default::default(),
+            trust_router_for: Default::default(),
+            trust_router_for_default_route: false,
             message_status: true,
             suppressions: true,
             notify_feed: false,
@@ -111,6 +129,18 @@ pub enum SendgridConfigError {
     /// Checked at startup: a bad key would otherwise dead-letter every event message.
     #[error("sendgrid handler: {0}")]
     PublicKey(#[source] webhook_keys::KeyError),
+    /// A route setting (`webhook_public_keys`, `trust_router_for`,
+    /// `trust_router_for_default_route`) that cannot be what was meant; every one is listed.
+    #[error("sendgrid handler: {}", join_route_errors(.0))]
+    RouteSettings(Vec<webhook_keys::RouteSettingError>),
+}
+
+fn join_route_errors(problems: &[webhook_keys::RouteSettingError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Stores SendGrid callbacks. See the module docs.
@@ -153,8 +183,16 @@ impl SendgridHandler {
             .chain(&config.event_webhook_previous_public_key)
             .map(String::as_str)
             .collect();
-        let keys = WebhookKeys::parse(&default_keys, &config.webhook_public_keys)
-            .map_err(SendgridConfigError::PublicKey)?;
+        let keys = WebhookKeys::parse(&KeySettings {
+            default: &default_keys,
+            named: &config.webhook_public_keys,
+            trust_default: config.trust_router_for_default_route,
+            trusted: &config.trust_router_for,
+        })
+        .map_err(|e| match e {
+            KeySettingsError::Key(e) => SendgridConfigError::PublicKey(e),
+            KeySettingsError::Routes(problems) => SendgridConfigError::RouteSettings(problems),
+        })?;
         let mut hooks: Vec<Arc<dyn SendgridHook>> = Vec::new();
         if config.message_status {
             hooks.push(Arc::new(MessageStatusHook));
@@ -253,18 +291,7 @@ impl SendgridHandler {
         let env = &job.envelope;
         match env.kind {
             Kind::Events => {
-                let webhook = env.source.as_ref().and_then(|s| s.webhook.as_deref());
-                let keys = self.keys.for_webhook(webhook);
-                if !keys.is_empty() {
-                    let signature = env.header(SIGNATURE_HEADER).ok_or_else(|| {
-                        format!("event webhook signature: missing {SIGNATURE_HEADER} header")
-                    })?;
-                    let timestamp = env.header(TIMESTAMP_HEADER).ok_or_else(|| {
-                        format!("event webhook signature: missing {TIMESTAMP_HEADER} header")
-                    })?;
-                    WebhookKeys::verify(keys, signature, timestamp, &env.body)
-                        .map_err(|e| format!("event webhook signature: {e}"))?;
-                }
+                self.keys.check_events(env).map_err(|e| e.to_string())?;
                 parse_events(&env.body)
                     .map(Body::Events)
                     .map_err(|e| format!("event webhook body: {e}"))
@@ -275,6 +302,7 @@ impl SendgridHandler {
                     .to_string(),
             ),
             Kind::Inbound => {
+                webhook_keys::route_of(env).map_err(|e| e.to_string())?;
                 let content_type = env
                     .content_type
                     .as_deref()
@@ -454,7 +482,41 @@ impl Handler for SendgridHandler {
 
 #[cfg(test)]
 mod tests {
-    use super::off_the_runtime;
+    use super::{off_the_runtime, SendgridHandlerConfig};
+
+    /// Every setting the example config documents for `[handlers.sendgrid]` (commented out)
+    /// exists, with the documented type.
+    #[test]
+    fn the_example_sendgrid_section_is_valid_once_uncommented() {
+        let text = include_str!("../../../config/mailroom.example.toml");
+        let start = text.find("[handlers.sendgrid]\n").expect("the section");
+        let end = start + text[start..].find("\n[s3]").expect("the next section");
+        let settings: String = text[start..end]
+            .lines()
+            .filter_map(|l| {
+                let l = l.strip_prefix("# ").unwrap_or(l);
+                let setting = l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                setting.then_some(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        #[derive(serde::Deserialize)]
+        struct File {
+            handlers: Handlers,
+        }
+        #[derive(serde::Deserialize)]
+        struct Handlers {
+            sendgrid: SendgridHandlerConfig,
+        }
+        let file: File = toml::from_str(&settings).expect("the uncommented section parses");
+        let c = file.handlers.sendgrid;
+        assert!(c.event_webhook_public_key.is_some());
+        assert_eq!(c.trust_router_for, ["partners".to_owned()].into());
+        assert_eq!(c.webhook_public_keys["marketing"].len(), 2);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn off_the_runtime_runs_on_a_multi_threaded_runtime() {
