@@ -177,7 +177,7 @@ pub fn envelope(
         }),
         headers,
         content_type: Some(content_type.into()),
-        body,
+        body: body.into(),
         queue_url: None,
     })
 }
