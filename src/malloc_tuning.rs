@@ -13,7 +13,7 @@
 //! glibc's default threshold is dynamic, raised to the size of each mapped buffer freed (up to
 //! 32 MiB), so after the first large inbound email every later 25 MB body, decoded attachment
 //! and bind buffer came from the heap, and what they left free there stayed resident: ten
-//! 25 MB raw-mode emails peaked at 202-232 MiB, with the threshold fixed at 177-178 MiB
+//! 25 MB raw-mode emails peaked at 202-232 MiB, with the threshold fixed at 177.5-178 MiB
 //! (`mailroom-bench --only large`, BENCHMARKS.md).
 //!
 //! An operator's own `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_`

@@ -71,6 +71,6 @@ fn a_parsed_mode_file_part_was_a_copy_of_the_body() {
     let email = parse_inbound_shared(CT, &body).expect("parses");
     assert_eq!(email.attachments.len(), 1);
     let data = &email.attachments[0].data;
-    assert!(&data[..] == &blob[..], "byte-exact");
+    assert!(data[..] == blob[..], "byte-exact");
     assert!(within(&body, data), "the file part is a slice of the body");
 }
