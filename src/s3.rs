@@ -3,7 +3,7 @@
 //! pointer must still find its object; the bucket's lifecycle rule expires bodies).
 
 use aws_sdk_s3::Client;
-use mailroom_envelope::{decode, DecodeError, Decoded, Envelope, S3Pointer};
+use mailroom_envelope::{decode, decode_owned, DecodeError, Decoded, Envelope, S3Pointer};
 
 use crate::sqs::describe;
 
@@ -176,14 +176,15 @@ impl Bodies {
     }
 
     /// Fetch the object a pointer names, reading at most `limit` bytes, and decode the envelope
-    /// it holds.
+    /// it holds. The text is handed to [`decode_owned`], so the body is decoded inside the
+    /// fetched buffer: one object-sized buffer at a time, not the text and the body at once.
     pub async fn open_pointer(
         &self,
         pointer: &S3Pointer,
         limit: usize,
     ) -> Result<Envelope, OpenError> {
         let text = self.fetch_at_most(pointer, limit).await?;
-        match decode(&text) {
+        match decode_owned(text) {
             Ok(Decoded::Envelope(envelope)) => Ok(envelope),
             Ok(Decoded::Pointer(_)) => Err(OpenError::PointerToPointer {
                 bucket: pointer.bucket.clone(),

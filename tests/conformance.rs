@@ -74,7 +74,7 @@ fn job(id: &str, kind: Kind, content_type: &str, body: Vec<u8>) -> Job {
             }),
             headers: vec![("content-type".into(), content_type.into())],
             content_type: Some(content_type.into()),
-            body,
+            body: body.into(),
             queue_url: None,
         },
     }

@@ -503,7 +503,7 @@ async fn inbound_emails_are_delivered_one_per_request_with_their_attachments(poo
             "multipart/form-data; boundary=xYzZY".into(),
         )],
         content_type: Some("multipart/form-data; boundary=xYzZY".into()),
-        body,
+        body: body.into(),
         queue_url: None,
     };
     let job = mailroom::Job {

@@ -390,7 +390,7 @@ async fn signatures_are_checked_when_a_key_is_configured(pool: PgPool) {
     let good = fixture_text("events_all_types.sig");
     // Flip the body: the same signature no longer matches.
     let mut tampered = signed_job("m-tampered", Some(&good));
-    tampered.envelope.body = fixture("events_duplicate_ids.json");
+    tampered.envelope.body = fixture("events_duplicate_ids.json").into();
     let out = h
         .handle(&[
             signed_job("m-signed", Some(&good)),

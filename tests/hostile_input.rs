@@ -141,7 +141,7 @@ fn cases() -> Vec<Case> {
                 source: None,
                 headers: vec![],
                 content_type: None,
-                body: form(&[("subject", b"x")]),
+                body: form(&[("subject", b"x")]).into(),
                 queue_url: None,
             }),
             dead_reason: Some("no content-type"),

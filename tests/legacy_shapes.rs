@@ -38,7 +38,7 @@ fn router_body(kind: Kind, content_type: &str, body: Vec<u8>) -> String {
         }),
         headers: vec![("content-type".into(), content_type.into())],
         content_type: Some(content_type.into()),
-        body,
+        body: body.into(),
         queue_url: None,
     })
 }

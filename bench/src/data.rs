@@ -177,7 +177,7 @@ pub fn envelope(
         }),
         headers,
         content_type: Some(content_type.into()),
-        body,
+        body: body.into(),
         queue_url: None,
     })
 }
@@ -260,6 +260,59 @@ pub fn inbound_body(rng: &mut StdRng, run: &str, id: u64, attachment_bytes: usiz
     }
     out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
     out
+}
+
+/// An Inbound Parse post in raw mode of about `post_bytes`: SendGrid's own fields and the whole
+/// MIME message in the `email` field (a text body and one attachment of random bytes, base64 in
+/// 76-character lines, as mail clients send it). Returns the post, the MIME text and the
+/// attachment's bytes, so a run can check what was stored byte for byte.
+pub fn raw_inbound_body(
+    rng: &mut StdRng,
+    run: &str,
+    id: u64,
+    post_bytes: usize,
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use base64::Engine;
+    // Base64 in CRLF-ended 76-character lines: 78 bytes of text per 57 bytes of data.
+    let attachment_bytes = post_bytes.saturating_sub(4096) / 78 * 57;
+    let mut blob = vec![0u8; attachment_bytes];
+    rng.fill(&mut blob[..]);
+    let msgid = format!("<{run}-raw-{id}@mail.example.com>");
+    let mut mime = format!(
+        "Received: by mx0.sendgrid.net with SMTP id {}\r\nMessage-ID: {msgid}\r\nFrom: Alice Example <alice@example.com>\r\nTo: support@parse.example.org\r\nSubject: Order {id} scans\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe scans of order {id} are attached.\r\n--outer\r\nContent-Type: application/pdf; name=\"scans-{id}.pdf\"\r\nContent-Disposition: attachment; filename=\"scans-{id}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        b64id(rng, 12)
+    )
+    .into_bytes();
+    mime.reserve(attachment_bytes / 57 * 78 + 100);
+    for line in blob.chunks(57) {
+        mime.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(line)
+                .as_bytes(),
+        );
+        mime.extend_from_slice(b"\r\n");
+    }
+    mime.extend_from_slice(b"--outer--\r\n");
+    let mut out = Vec::with_capacity(mime.len() + 2048);
+    part(&mut out, "to", b"support@parse.example.org");
+    part(&mut out, "from", b"Alice Example <alice@example.com>");
+    part(&mut out, "subject", format!("Order {id} scans").as_bytes());
+    part(&mut out, "dkim", b"{@example.com : pass}");
+    part(&mut out, "SPF", b"pass");
+    part(&mut out, "sender_ip", b"203.0.113.7");
+    part(
+        &mut out,
+        "envelope",
+        br#"{"to":["support@parse.example.org"],"from":"alice@example.com"}"#,
+    );
+    part(
+        &mut out,
+        "charsets",
+        br#"{"to":"UTF-8","subject":"UTF-8","from":"UTF-8"}"#,
+    );
+    part(&mut out, "email", &mime);
+    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (out, mime, blob)
 }
 
 pub fn inbound_content_type() -> String {

@@ -7,7 +7,7 @@
 //! ```text
 //! mailroom-bench --endpoint URL --database-url URL --mailroom target/release/mailroom \
 //!     [--messages N] [--peers DIR] [--work DIR]
-//!     [--only ideal,worker,peers,scaling,memory,pg,forward]   (peers = node,celery)
+//!     [--only ideal,worker,peers,scaling,memory,large,pg,forward]   (peers = node,celery)
 //!
 //! BENCH_REPEAT=N runs the ideal client, the worker and the peers N times each, alternating, and
 //! prints each one's median; every row shows the CPU seconds Postgres and the SQS server spent.
@@ -326,6 +326,20 @@ async fn main() -> Result<()> {
         let r = offloaded(&env, &format!("{run}m"), (a.messages / 100).clamp(20, 200)).await?;
         progress(&r);
         rows.push(r);
+    }
+    if want("large") {
+        // BENCH_LARGE_MODES: "raw,parsed" (default), or one of them.
+        let modes = std::env::var("BENCH_LARGE_MODES").unwrap_or_else(|_| "raw,parsed".into());
+        for mode in modes.split(',') {
+            let raw = match mode {
+                "raw" => true,
+                "parsed" => false,
+                other => bail!("BENCH_LARGE_MODES: unknown mode {other}"),
+            };
+            let r = large_inbound(&env, &format!("{run}l{mode}"), raw, LARGE_EMAILS).await?;
+            progress(&r);
+            rows.push(r);
+        }
     }
     if want("forward") {
         // Batches of 500 (the throughput case) and single-event deliveries (the per-request
@@ -767,6 +781,146 @@ async fn offloaded(env: &Env, run: &str, n: usize) -> Result<Row> {
         note: format!(
             "{n} x 1 MiB attachment, {:.1} MiB envelopes in S3, {secs:.2} s",
             n as f64 * 1.37
+        ),
+    })
+}
+
+/// The large-inbound rows: this many emails of [`LARGE_POST_BYTES`] each, one after another.
+const LARGE_EMAILS: usize = 10;
+/// 25 MB posts (SendGrid caps an email at 30 MB).
+const LARGE_POST_BYTES: usize = 25_000_000;
+/// The worker's body budget as shipped (`max_body_bytes_in_flight`, config/mailroom.example.toml).
+const SHIPPED_BODY_BUDGET_MIB: f64 = 64.0;
+
+/// Large inbound emails offloaded to S3, the worker on the example config's inbound settings
+/// (concurrency 8, visibility 120 s, heartbeat 30 s) and the shipped body budget: peak RSS against
+/// the promise in config/mailroom.example.toml (about 30 MiB + 3 x the budget), and every email
+/// checked byte for byte in Postgres (dedup key = SHA-256 of the post; attachment and raw MIME
+/// hashes). The envelopes are the router's (`mailroom_envelope::encode`, what `serve` streams to
+/// S3), put into rustack's S3 one at a time.
+async fn large_inbound(env: &Env, run: &str, raw: bool, n: usize) -> Result<Row> {
+    use rand::SeedableRng;
+    use sha2::{Digest, Sha256};
+    let bucket = format!("{run}-bodies");
+    env.s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .context("create bucket")?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(if raw { 25 } else { 26 });
+    let (mut pointers, mut keys, mut attachments, mut mimes) = (vec![], vec![], vec![], vec![]);
+    let mut object_bytes = 0usize;
+    for i in 0..n {
+        let (body, mime, blob) = if raw {
+            data::raw_inbound_body(&mut rng, run, i as u64, LARGE_POST_BYTES)
+        } else {
+            let body = data::inbound_body(&mut rng, run, i as u64, LARGE_POST_BYTES - 3000);
+            (body, Vec::new(), Vec::new())
+        };
+        keys.push(hex::encode(Sha256::digest(&body)));
+        if raw {
+            attachments.push(hex::encode(Sha256::digest(&blob)));
+            mimes.push(hex::encode(Sha256::digest(&mime)));
+        }
+        let ct = data::inbound_content_type();
+        let envelope = data::envelope(
+            Kind::Inbound,
+            &ct,
+            vec![("content-type".into(), ct.clone())],
+            body,
+        );
+        object_bytes = object_bytes.max(envelope.len());
+        let key = format!("bodies/{i}");
+        env.s3
+            .put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(envelope.into_bytes().into())
+            .send()
+            .await
+            .context("put object")?;
+        pointers.push(
+            mailroom_envelope::S3Pointer {
+                bucket: bucket.clone(),
+                key,
+            }
+            .to_message_body(),
+        );
+    }
+    let url = env.queue(&format!("{run}-q")).await?;
+    let refs: Vec<&str> = pointers.iter().map(String::as_str).collect();
+    env.fill_bodies(
+        &url,
+        &refs,
+        &[("ExtendedPayloadSize", &object_bytes.to_string())],
+    )
+    .await?;
+    let db = env.database(run).await?;
+    let tuning = WorkerTuning {
+        concurrency: Some(8),
+        queue_extra: Some("visibility_timeout_secs = 120\nheartbeat_secs = 30".into()),
+        ..WorkerTuning::default()
+    };
+    let config = env.config_file(run, &url, &db, &tuning)?;
+    let started = Instant::now();
+    let mut child = env.spawn_worker(&config, &format!("{run}.log"))?;
+    let waited = infra::wait_stored(&db, 0, n, started, LIMIT, &mut [&mut child]).await;
+    let cpu = infra::cpu_secs(child.id());
+    let rss = infra::peak_rss_kib(child.id());
+    infra::stop(&mut child, 10);
+    let secs = waited?.as_secs_f64();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db).await?;
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let stored_keys: Vec<String> =
+        sqlx::query_scalar("select dedup_key from mailroom_inbound_emails")
+            .fetch_all(&mut conn)
+            .await?;
+    let mut exact = sorted(stored_keys) == sorted(keys);
+    if raw {
+        let stored: Vec<String> =
+            sqlx::query_scalar("select sha256 from mailroom_inbound_attachments")
+                .fetch_all(&mut conn)
+                .await?;
+        let stored_mime: Vec<String> = sqlx::query_scalar(
+            "select encode(sha256(raw_mime), 'hex') from mailroom_inbound_emails",
+        )
+        .fetch_all(&mut conn)
+        .await?;
+        exact &= sorted(stored) == sorted(attachments) && sorted(stored_mime) == sorted(mimes);
+    } else {
+        // Parsed mode: each attachment is the post's file part; its size says it is whole.
+        let short: i64 = sqlx::query_scalar(
+            "select count(*) from mailroom_inbound_attachments where size_bytes <> $1",
+        )
+        .bind((LARGE_POST_BYTES - 3000) as i64)
+        .fetch_one(&mut conn)
+        .await?;
+        exact &= short == 0;
+    }
+    drop(conn);
+    env.drop_database(run).await;
+    let promise = 30.0 + 3.0 * SHIPPED_BODY_BUDGET_MIB;
+    let rss_mib = rss as f64 / 1024.0;
+    Ok(Row {
+        pg_cpu_s: None,
+        sqs_cpu_s: None,
+        name: format!(
+            "memory: {n} x 25 MB {} inbound emails via S3 (budget 64 MiB, concurrency 8)",
+            if raw { "raw-mode" } else { "parsed-mode" }
+        ),
+        msgs_per_s: n as f64 / secs,
+        events_per_s: 0.0,
+        cpu_per_1k: Some(cpu / n as f64 * 1000.0),
+        rss_mib: Some(rss_mib),
+        note: format!(
+            "{secs:.2} s; envelopes {:.1} MiB each in S3; peak RSS {rss_mib:.0} MiB against the promised {promise:.0} MiB (30 + 3 x 64): {}; stored byte-exact: {}",
+            object_bytes as f64 / 1048576.0,
+            if rss_mib <= promise { "within" } else { "OVER" },
+            if exact { "yes" } else { "NO" }
         ),
     })
 }

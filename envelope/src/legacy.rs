@@ -48,7 +48,7 @@ pub(crate) fn decode_json(
         source: None,
         headers: Vec::new(),
         content_type: Some("application/json".into()),
-        body: body.get().as_bytes().to_vec(),
+        body: body.get().as_bytes().to_vec().into(),
         queue_url: queue_url(fields)?,
     })
 }
@@ -83,7 +83,7 @@ pub(crate) fn decode_raw(fields: &BTreeMap<String, &RawValue>) -> Result<Envelop
         source: None,
         headers,
         content_type,
-        body,
+        body: body.into(),
         queue_url: queue_url(fields)?,
     })
 }

@@ -16,7 +16,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::{b64, DecodeError, Envelope, Kind, Origin, Source, ENVELOPE_VERSION};
 
@@ -72,35 +71,90 @@ pub fn encode(envelope: &Envelope) -> String {
     serde_json::to_string(&wire).unwrap_or_default()
 }
 
-/// Decodes a body already known to carry the `mailroom` key.
-pub(crate) fn decode(version: &RawValue, text: &str) -> Result<Envelope, DecodeError> {
-    let version: u64 = serde_json::from_str(version.get())
-        .map_err(|_| DecodeError::BadVersion(truncate(version.get(), 40)))?;
-    if version != 1 {
-        return Err(if version == 0 {
-            DecodeError::BadVersion("0".into())
-        } else {
-            DecodeError::UnsupportedVersion(version)
-        });
-    }
-    let wire: WireV1<'_> =
-        serde_json::from_str(text).map_err(|e| DecodeError::BadEnvelope(e.to_string()))?;
+/// Decodes a body already known to carry the `mailroom` key (`version`: that value's JSON).
+pub(crate) fn decode(version: &str, text: &str) -> Result<Envelope, DecodeError> {
+    check_version(version)?;
+    let wire = parse(text)?;
     let body =
         b64::decode_strict(&wire.body_b64).ok_or(DecodeError::BadBase64 { field: "body_b64" })?;
-    Ok(Envelope {
-        origin: Origin::Router { version: 1 },
-        kind: wire.kind,
-        received_at: wire.received_at,
-        source: wire.source,
-        headers: wire
-            .headers
-            .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v))
-            .collect(),
-        content_type: wire.content_type,
-        body,
-        queue_url: None,
-    })
+    Ok(wire.into_envelope(body.into()))
+}
+
+/// [`decode`] over an owned text: when `body_b64` is a plain slice of the text (no JSON
+/// escapes, as [`encode`] writes it), it is decoded in place in the text's buffer, which becomes
+/// the body; otherwise as [`decode`] does. The JSON starts at `json_at` of `text`.
+pub(crate) fn decode_owned(
+    version: &str,
+    text: String,
+    json_at: usize,
+) -> Result<Envelope, DecodeError> {
+    check_version(version)?;
+    let (range, wire) = {
+        let mut wire = parse(text.get(json_at..).unwrap_or_default())?;
+        let range = match &wire.body_b64 {
+            std::borrow::Cow::Borrowed(b64) => {
+                // Where the borrowed field lies in the text (addresses compared, nothing read).
+                let start = b64.as_ptr() as usize - text.as_ptr() as usize;
+                Some(start..start + b64.len())
+            }
+            std::borrow::Cow::Owned(_) => None,
+        };
+        let Some(range) = range else {
+            let body = b64::decode_strict(&wire.body_b64)
+                .ok_or(DecodeError::BadBase64 { field: "body_b64" })?;
+            return Ok(wire.into_envelope(body.into()));
+        };
+        wire.body_b64 = std::borrow::Cow::Borrowed("");
+        (range, wire.into_owned())
+    };
+    let body = b64::decode_strict_in_place(text.into_bytes(), range)
+        .ok_or(DecodeError::BadBase64 { field: "body_b64" })?;
+    Ok(wire.into_envelope(body.into()))
+}
+
+fn check_version(version: &str) -> Result<(), DecodeError> {
+    let version: u64 = serde_json::from_str(version)
+        .map_err(|_| DecodeError::BadVersion(truncate(version, 40)))?;
+    match version {
+        1 => Ok(()),
+        0 => Err(DecodeError::BadVersion("0".into())),
+        other => Err(DecodeError::UnsupportedVersion(other)),
+    }
+}
+
+fn parse(text: &str) -> Result<WireV1<'_>, DecodeError> {
+    serde_json::from_str(text).map_err(|e| DecodeError::BadEnvelope(e.to_string()))
+}
+
+impl WireV1<'_> {
+    /// The same fields, no longer borrowing the text (`body_b64` must be borrowed or empty).
+    fn into_owned(self) -> WireV1<'static> {
+        WireV1 {
+            kind: self.kind,
+            received_at: self.received_at,
+            source: self.source,
+            headers: self.headers,
+            content_type: self.content_type,
+            body_b64: std::borrow::Cow::Owned(self.body_b64.into_owned()),
+        }
+    }
+
+    fn into_envelope(self, body: bytes::Bytes) -> Envelope {
+        Envelope {
+            origin: Origin::Router { version: 1 },
+            kind: self.kind,
+            received_at: self.received_at,
+            source: self.source,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect(),
+            content_type: self.content_type,
+            body,
+            queue_url: None,
+        }
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

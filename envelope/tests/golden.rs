@@ -58,7 +58,7 @@ fn router_v1_events() {
     );
     assert_eq!(e.content_type.as_deref(), Some("application/json"));
     assert_eq!(
-        e.body,
+        &e.body[..],
         b"[{\"email\":\"a@example.com\",\"event\":\"delivered\",\"timestamp\":1700000000,\"sg_event_id\":\"e1\"}]\r\n"
     );
     assert_eq!(e.queue_url, None);
@@ -252,7 +252,7 @@ fn round_trip() {
             ("x-forwarded-for".into(), "9.9.9.9".into()),
         ],
         content_type: Some("multipart/form-data; boundary=xYzZY".into()),
-        body: INBOUND.to_vec(),
+        body: INBOUND.to_vec().into(),
         queue_url: None,
     };
     let text = encode(&original);
@@ -264,7 +264,7 @@ fn round_trip() {
         source: None,
         headers: vec![],
         content_type: None,
-        body: vec![],
+        body: Default::default(),
         kind: Kind::Events,
         ..original
     };

@@ -1,6 +1,8 @@
 //! Whatever arrives on a queue, decoding returns a value or an error: it never panics.
 
-use mailroom_envelope::{decode, encode, parse_java_map, Decoded, Envelope, Kind, Origin};
+use mailroom_envelope::{
+    decode, decode_owned, encode, parse_java_map, Decoded, Envelope, Kind, Origin,
+};
 use proptest::prelude::*;
 
 proptest! {
@@ -32,9 +34,40 @@ proptest! {
             source: None,
             headers: vec![("x-h".into(), v.clone())],
             content_type: Some(v),
-            body,
+            body: body.into(),
             queue_url: None,
         };
+        prop_assert_eq!(decode_owned(encode(&e)), Ok(Decoded::Envelope(e.clone())));
         prop_assert_eq!(decode(&encode(&e)), Ok(Decoded::Envelope(e)));
+    }
+
+    /// The in-place decode of an owned text (what the worker does with an S3 body) reads every
+    /// text exactly as `decode` does: bodies long enough to span several of its chunks, and
+    /// base64 with padding or junk anywhere, escaped or not.
+    #[test]
+    fn decode_owned_reads_every_text_as_decode_does(
+        body in proptest::collection::vec(any::<u8>(), 0..120_000),
+        cut in any::<proptest::sample::Index>(),
+        junk in "[=A-Za-z0-9+/ \\\\\"!]{0,4}",
+        lead in "[ \n\u{feff}]{0,2}",
+    ) {
+        let e = Envelope {
+            origin: Origin::Router { version: 1 },
+            kind: Kind::Inbound,
+            received_at: None,
+            source: None,
+            headers: Vec::new(),
+            content_type: None,
+            body: body.into(),
+            queue_url: None,
+        };
+        let good = format!("{lead}{}", encode(&e));
+        prop_assert_eq!(decode_owned(good.clone()), decode(&good));
+        // The same text with junk spliced into the base64 at any point.
+        let start = good.find("\"body_b64\":\"").unwrap() + 12;
+        let end = good.len() - 2;
+        let at = start + cut.index(end - start + 1);
+        let bad = format!("{}{junk}{}", &good[..at], &good[at..]);
+        prop_assert_eq!(decode_owned(bad.clone()), decode(&bad));
     }
 }

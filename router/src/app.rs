@@ -299,7 +299,7 @@ impl<S: Sink> App<S> {
                 .cloned()
                 .collect(),
             content_type: request.header("content-type").map(str::to_owned),
-            body: request.body.to_vec(),
+            body: request.body.clone(),
             queue_url: None,
         }
     }

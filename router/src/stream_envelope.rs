@@ -139,7 +139,7 @@ mod tests {
                 ("x-odd".into(), "quote \" and \\ and \u{e9}".into()),
             ],
             content_type: Some("multipart/form-data; boundary=\"x\"".into()),
-            body,
+            body: body.into(),
             queue_url: None,
         }
     }
@@ -177,7 +177,7 @@ mod tests {
         ] {
             for len in [0, 1, 2, 3, 4, 5, 6, 100, 10_007] {
                 let text = streamed(&frame, &body[..len], sizes);
-                empty.body = body[..len].to_vec();
+                empty.body = body[..len].to_vec().into();
                 assert_eq!(text, mailroom_envelope::encode(&empty), "{sizes:?} {len}");
                 assert_eq!(text.len(), frame.envelope_len(len));
                 match mailroom_envelope::decode(&text).expect("decodes") {

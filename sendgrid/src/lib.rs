@@ -7,6 +7,7 @@
 //! - [`Event`], `parse_events(&[u8]) -> Result<Vec<Event>, EventsError>`
 //! - [`InboundEmail`], [`Attachment`], [`InboundMode`],
 //!   `parse_inbound(content_type: &str, body: &[u8]) -> Result<InboundEmail, InboundError>`
+//!   (and [`parse_inbound_shared`] over a shared body, whose slices the email keeps)
 //! - `verify_signature(public_key_b64: &str, signature_b64: &str, timestamp: &str, body: &[u8])
 //!    -> Result<(), SignatureError>`, header name constants [`SIGNATURE_HEADER`], [`TIMESTAMP_HEADER`]
 //!
@@ -18,6 +19,7 @@
 //! `transfer`, `charset`),
 //! [`signature`]. Everything is re-exported here.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 pub mod events;
@@ -25,7 +27,7 @@ pub mod inbound;
 pub mod signature;
 
 pub use events::{parse_events, EventsError};
-pub use inbound::{parse_inbound, InboundError};
+pub use inbound::{parse_inbound, parse_inbound_shared, InboundError};
 pub use signature::{check_timestamp, verify_signature, PublicKey, SignatureError, SignedDigest};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
@@ -133,8 +135,10 @@ pub struct Attachment {
     pub content_id: Option<String>,
     /// "attachment" or "inline"
     pub disposition: Option<String>,
-    /// The decoded bytes (raw mode: after the transfer encoding).
-    pub data: Vec<u8>,
+    /// The decoded bytes (raw mode: after the transfer encoding). A slice of the post's body
+    /// when it is stored there as sent (parsed-mode file parts, raw-mode parts without a
+    /// transfer encoding), its own buffer when decoded.
+    pub data: Bytes,
     /// Raw mode: what was wrong with the part's transfer encoding, when it was not clean
     /// (`base64: missing padding`, or `labelled base64 but is not base64 ...; kept as sent`, in
     /// which case `data` holds the part's bytes as sent). `None` when it decoded cleanly.
@@ -168,6 +172,6 @@ pub struct InboundEmail {
     /// `attachment-info` field (JSON).
     pub attachment_info: Option<serde_json::Value>,
     pub attachments: Vec<Attachment>,
-    /// Raw mode: the full MIME message.
-    pub raw_mime: Option<Vec<u8>>,
+    /// Raw mode: the full MIME message, a slice of the post's body (not a copy).
+    pub raw_mime: Option<Bytes>,
 }

@@ -149,7 +149,7 @@ fn raw_mode_nested_mixed_with_exact_attachments() {
 
     let notes = &e.attachments[2];
     assert_eq!(notes.filename.as_deref(), Some("notes.txt"));
-    assert_eq!(notes.data, b"not the body");
+    assert_eq!(&notes.data[..], b"not the body");
 }
 
 #[test]

@@ -46,7 +46,7 @@ fn only_attachment(e: &InboundEmail) -> &Attachment {
 fn unpadded_base64_attachment_keeps_the_email() {
     let e = raw(&with_attachment("base64", "aGVsbG8"));
     let a = only_attachment(&e);
-    assert_eq!(a.data, b"hello");
+    assert_eq!(&a.data[..], b"hello");
     assert_eq!(a.decode_note.as_deref(), Some("base64: missing padding"));
 }
 
@@ -54,7 +54,7 @@ fn unpadded_base64_attachment_keeps_the_email() {
 fn clean_base64_attachment_has_no_note() {
     let e = raw(&with_attachment("base64", "aGVsbG8=\r\n"));
     let a = only_attachment(&e);
-    assert_eq!(a.data, b"hello");
+    assert_eq!(&a.data[..], b"hello");
     assert_eq!(a.decode_note, None);
 }
 
@@ -66,7 +66,7 @@ fn truncated_base64_line_keeps_the_email() {
         "aGVsbG8gd29ybGQh\r\naGVsbG8gd29ybGQhI",
     ));
     let a = only_attachment(&e);
-    assert_eq!(a.data, b"hello world!hello world!");
+    assert_eq!(&a.data[..], b"hello world!hello world!");
     assert!(a.decode_note.as_deref().unwrap().contains("truncated"));
 }
 
@@ -74,7 +74,7 @@ fn truncated_base64_line_keeps_the_email() {
 fn garbage_characters_in_base64_keep_the_email() {
     let e = raw(&with_attachment("base64", "aGV*sbG8g\r\nd29y!bGQ=\r\n"));
     let a = only_attachment(&e);
-    assert_eq!(a.data, b"hello world");
+    assert_eq!(&a.data[..], b"hello world");
     assert_eq!(
         a.decode_note.as_deref(),
         Some("base64: 2 invalid characters ignored")
@@ -88,7 +88,7 @@ fn text_labelled_base64_that_is_not_base64_keeps_its_bytes() {
         "Hello, this is plain text.\r\nBye.",
     ));
     let a = only_attachment(&e);
-    assert_eq!(a.data, b"Hello, this is plain text.\r\nBye.");
+    assert_eq!(&a.data[..], b"Hello, this is plain text.\r\nBye.");
     assert!(a
         .decode_note
         .as_deref()
@@ -111,7 +111,7 @@ fn malformed_quoted_printable_keeps_the_email() {
         "caf=E9 =ZZ 100%=\r\nsoft",
     ));
     let a = only_attachment(&e);
-    assert_eq!(a.data, b"caf\xe9 =ZZ 100%soft");
+    assert_eq!(&a.data[..], b"caf\xe9 =ZZ 100%soft");
     assert_eq!(
         a.decode_note.as_deref(),
         Some("quoted-printable: 1 malformed escapes kept as they are")
@@ -282,7 +282,7 @@ fn missing_closing_boundary_keeps_the_last_part() {
         --M\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF";
     let e = raw(mime);
     assert_eq!(e.text.as_deref(), Some("text"));
-    assert_eq!(e.attachments[0].data, b"%PDF");
+    assert_eq!(&e.attachments[0].data[..], b"%PDF");
 }
 
 /// A parsed-mode post with one file part whose Content-Disposition is `disposition`.
@@ -301,7 +301,7 @@ fn parsed_filename(disposition: &[u8]) -> Option<String> {
     assert_eq!(e.mode, Some(InboundMode::Parsed));
     assert_eq!(e.subject.as_deref(), Some("files"));
     assert_eq!(e.attachments.len(), 1);
-    assert_eq!(e.attachments[0].data, b"DATA");
+    assert_eq!(&e.attachments[0].data[..], b"DATA");
     assert_eq!(e.attachments[0].content_type.as_deref(), Some("text/plain"));
     e.attachments[0].filename.clone()
 }

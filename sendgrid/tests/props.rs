@@ -230,7 +230,7 @@ proptest! {
             .expect("well-formed");
         let mut files = Vec::new();
         tree.files(&mut files);
-        let got: Vec<Vec<u8>> = e.attachments.iter().map(|a| a.data.clone()).collect();
+        let got: Vec<Vec<u8>> = e.attachments.iter().map(|a| a.data.to_vec()).collect();
         prop_assert_eq!(got, files);
         prop_assert!(e.attachments.iter().all(|a| a.decode_note.is_none()));
     }

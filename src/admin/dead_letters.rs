@@ -103,7 +103,7 @@ pub async fn replay(
             .open(&row.body)
             .await
             .with_context(|| format!("dead letter {}: opening its envelope", row.id))?;
-        envelope.body = payload;
+        envelope.body = payload.into();
         let fixed = mailroom_envelope::encode(&envelope);
         if !args.dry_run {
             admin::replace_dead_letter_body(store.pool(), row.id, &fixed, &by)

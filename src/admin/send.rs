@@ -46,7 +46,7 @@ pub fn envelope(kind: KindArg, body: Vec<u8>, content_type: Option<String>) -> E
         }),
         headers,
         content_type,
-        body,
+        body: body.into(),
         queue_url: None,
     }
 }

@@ -7,6 +7,16 @@
 //! budget takes all of it and runs alone. Bodies that came inline in SQS (under 256 KiB) are not
 //! counted: concurrency already bounds them.
 //!
+//! What a body holds against what it is charged (its envelope's size O, a post of P = 3/4 O),
+//! at its peak, while it is stored (BENCHMARKS.md, "Large inbound emails"): the body P (the
+//! S3 text, decoded in place, `mailroom_envelope::decode_owned`), raw mode's decoded
+//! attachments (about 3/4 P; everything stored as sent is a slice of the body), and the bind
+//! of the largest value (sqlx's argument buffer and the connection's write buffer, P each,
+//! given back after the statement): about 2.8 O in raw mode, 2.25 O in parsed mode. So the
+//! worker's peak RSS stays under about 30 MiB + 3 x the budget, or 3 x the largest body when
+//! one larger than the budget runs alone. Before the copies were removed a raw-mode body held
+//! 3.55 O and every pooled connection kept a write buffer of its largest email.
+//!
 //! Deadlock-free by construction: a batch waits for budget only while it holds none; a batch
 //! that holds some and needs more hands the rest of its messages to a later round, after its
 //! own reservation is returned (`process.rs`).

@@ -5,11 +5,17 @@
 //! email, all of which carry the same bytes. The email row is inserted with
 //! `ON CONFLICT (dedup_key) DO NOTHING RETURNING id`; attachments are written only when that
 //! returned a row, so a duplicate adds nothing at all. Attachments go in one UNNEST statement.
+//!
+//! Memory: sqlx encodes a statement's arguments into a buffer and then copies them into the
+//! connection's write buffer, which the connection keeps at its largest size. After one 25 MB
+//! raw email a pooled connection held 25 MB it no longer needed, and every connection that
+//! ever stored a large email held its own, outside any body budget. A statement that bound
+//! more than [`SHRINK_AFTER_BYTES`] gives the connection's buffers back once it ran.
 
 use chrono::{DateTime, Utc};
 use mailroom_sendgrid::{InboundEmail, InboundMode};
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 use super::{sanitize, sanitize_json, sanitize_opt, StoreError};
 
@@ -25,6 +31,16 @@ pub struct InboundRecord<'a> {
     pub received_at: Option<DateTime<Utc>>,
     /// The name of the webhook route that received it; `None` on the unnamed default routes.
     pub source: Option<&'a str>,
+}
+
+/// Bytes bound by one statement past which the connection's buffers are shrunk after it.
+pub const SHRINK_AFTER_BYTES: usize = 1024 * 1024;
+
+/// Give back the connection's buffers after a statement that bound `bound` bytes.
+fn shrink_after(conn: &mut PgConnection, bound: usize) {
+    if bound > SHRINK_AFTER_BYTES {
+        conn.shrink_buffers();
+    }
 }
 
 /// The inbound idempotency key: lower-case hex sha256 of the exact request body bytes.
@@ -101,6 +117,7 @@ pub async fn insert_inbound(
         .fetch_optional(&mut *conn)
         .await
         .map_err(StoreError::query("inserting an inbound email"))?;
+    shrink_after(conn, e.raw_mime.as_ref().map_or(0, |r| r.len()));
 
     let Some(id) = id else { return Ok(None) };
     if e.attachments.is_empty() {
@@ -117,6 +134,7 @@ pub async fn insert_inbound(
     let mut sha256 = Vec::with_capacity(n);
     let mut content: Vec<&[u8]> = Vec::with_capacity(n);
     let mut decode_note = Vec::with_capacity(n);
+    let bound: usize = e.attachments.iter().map(|a| a.data.len()).sum();
     for (i, a) in e.attachments.iter().enumerate() {
         position.push(i32::try_from(i).unwrap_or(i32::MAX));
         filename.push(sanitize_opt(a.filename.as_deref()));
@@ -142,5 +160,6 @@ pub async fn insert_inbound(
         .execute(&mut *conn)
         .await
         .map_err(StoreError::query("inserting inbound attachments"))?;
+    shrink_after(conn, bound);
     Ok(Some(id))
 }

@@ -93,7 +93,7 @@ impl Handler for Recording {
                     self.seen.lock().unwrap().push((
                         job.message_id.clone(),
                         job.receive_count,
-                        job.envelope.body.clone(),
+                        job.envelope.body.to_vec(),
                     ));
                     (self.behaviour)(job)
                 })

@@ -142,7 +142,7 @@ pub fn envelope(kind: Kind, content_type: &str, body: &[u8]) -> String {
         }),
         headers: vec![("content-type".into(), content_type.into())],
         content_type: Some(content_type.into()),
-        body: body.to_vec(),
+        body: body.to_vec().into(),
         queue_url: None,
     })
 }

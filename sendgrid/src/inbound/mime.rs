@@ -25,6 +25,8 @@
 //! - elsewhere the first text/plain and the first text/html that are not attachments (no
 //!   `attachment` disposition, no file name) are the bodies; every other leaf is an attachment.
 
+use bytes::Bytes;
+
 use super::header::{self, line_at, BlockEnd, HeaderBlock, Params, Quoting};
 use super::transfer;
 use super::InboundError;
@@ -221,7 +223,7 @@ fn build_tree(root: HeaderBlock<'_>) -> Result<Vec<Node<'_>>, InboundError> {
 }
 
 /// Parses a full MIME message.
-pub(crate) fn parse_mime(raw: &[u8]) -> Result<MimeContent, InboundError> {
+pub(crate) fn parse_mime(raw: &Bytes) -> Result<MimeContent, InboundError> {
     let root = header::split_header_block(raw, BlockEnd::Lenient);
     if root.fields.is_empty() {
         return Err(mime_err("no header fields"));
@@ -239,6 +241,7 @@ pub(crate) fn parse_mime(raw: &[u8]) -> Result<MimeContent, InboundError> {
     };
     let nodes = build_tree(root)?;
     Walker {
+        raw,
         nodes: &nodes,
         out: &mut out,
     }
@@ -258,6 +261,8 @@ enum Ctx {
 }
 
 struct Walker<'n, 'a> {
+    /// The message, so a part kept as sent is a slice of it rather than a copy.
+    raw: &'n Bytes,
     nodes: &'n [Node<'a>],
     out: &'n mut MimeContent,
 }
@@ -355,10 +360,13 @@ impl Walker<'_, '_> {
         }
         let disposition = node.disposition();
         let content_id = node.content_id();
-        let decoded = transfer::decode_body(
-            node.head.text("Content-Transfer-Encoding").as_deref(),
-            node.head.body,
-        );
+        let encoding = node.head.text("Content-Transfer-Encoding");
+        let (data, decode_note) = if transfer::is_identity(encoding.as_deref()) {
+            (share(self.raw, node.head.body), None)
+        } else {
+            let decoded = transfer::decode_body(encoding.as_deref(), node.head.body);
+            (Bytes::from(decoded.data), decoded.note)
+        };
         let kind = match disposition.main.as_str() {
             "attachment" => "attachment",
             "inline" => "inline",
@@ -370,9 +378,20 @@ impl Walker<'_, '_> {
             content_type: Some(node.ctype.clone()),
             content_id,
             disposition: Some(kind.to_string()),
-            data: decoded.data,
-            decode_note: decoded.note,
+            data,
+            decode_note,
         });
+    }
+}
+
+/// `part` as a slice of `raw` when it lies inside it (every part of the tree does), else a copy.
+fn share(raw: &Bytes, part: &[u8]) -> Bytes {
+    let (start, end) = (raw.as_ptr() as usize, raw.as_ptr() as usize + raw.len());
+    let at = part.as_ptr() as usize;
+    if !part.is_empty() && at >= start && at + part.len() <= end {
+        raw.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
     }
 }
 

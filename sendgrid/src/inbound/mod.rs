@@ -16,6 +16,7 @@ pub mod mime;
 pub mod multipart;
 mod transfer;
 
+use bytes::Bytes;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -40,8 +41,26 @@ pub enum InboundError {
     Mime(String),
 }
 
-/// Parses an Inbound Parse POST body given its Content-Type header value.
+/// Parses an Inbound Parse POST body given its Content-Type header value. The email holds a
+/// copy of the body (see [`parse_inbound_shared`] to share one instead).
 pub fn parse_inbound(content_type: &str, body: &[u8]) -> Result<InboundEmail, InboundError> {
+    if body.len() > MAX_INBOUND_BYTES {
+        return Err(InboundError::TooLarge {
+            len: body.len(),
+            max: MAX_INBOUND_BYTES,
+        });
+    }
+    parse_inbound_shared(content_type, &Bytes::copy_from_slice(body))
+}
+
+/// [`parse_inbound`] over a shared body: the email's `raw_mime` and every attachment stored as
+/// sent are slices of `body`, not copies. Why: a 30 MB raw-mode post was held four times while
+/// it was decoded (the body, the form's copy of it, `raw_mime`'s copy of the `email` field, and
+/// the decoded attachments); now the body and the decoded attachments only.
+pub fn parse_inbound_shared(
+    content_type: &str,
+    body: &Bytes,
+) -> Result<InboundEmail, InboundError> {
     if body.len() > MAX_INBOUND_BYTES {
         return Err(InboundError::TooLarge {
             len: body.len(),
@@ -83,10 +102,10 @@ pub fn parse_inbound(content_type: &str, body: &[u8]) -> Result<InboundEmail, In
     email.message_id = email.headers.as_deref().and_then(message_id_of);
     email.attachments = form_attachments(&parts, &email);
 
-    if let Some(raw) = form.bytes("email") {
+    if let Some(raw) = form.shared("email") {
         let mime = mime::parse_mime(raw)?;
         email.mode = Some(InboundMode::Raw);
-        email.raw_mime = Some(raw.to_vec());
+        email.raw_mime = Some(raw.clone());
         email.headers = Some(mime.headers);
         email.message_id = mime.message_id.or(email.message_id);
         email.from = email.from.or(mime.from);
@@ -107,10 +126,15 @@ struct Form<'a> {
 
 impl Form<'_> {
     fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.shared(name).map(|b| b.as_ref())
+    }
+
+    /// A field's bytes as a slice of the body.
+    fn shared(&self, name: &str) -> Option<&Bytes> {
         self.parts
             .iter()
             .find(|p| p.filename.is_none() && p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.data.as_ref())
+            .map(|p| &p.data)
     }
 
     /// A JSON field; text that is not JSON is kept as a JSON string rather than lost.
@@ -181,7 +205,7 @@ fn form_attachments(parts: &[FormPart], email: &InboundEmail) -> Vec<Attachment>
                     .into(),
                 ),
                 content_id,
-                data: p.data.to_vec(),
+                data: p.data.clone(),
                 decode_note: None,
             }
         })

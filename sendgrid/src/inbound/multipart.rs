@@ -102,10 +102,14 @@ fn delimiter_end(body: &[u8], at: usize) -> Option<(bool, usize)> {
 /// file name with Latin-1 bytes or an RFC 2231 `filename*=`. Part headers are read by
 /// the `header` module: control bytes are tolerated, raw 8-bit bytes are UTF-8 when valid and
 /// Latin-1 otherwise, `filename*=charset''percent-encoded` wins over `filename=`. Parts are
-/// slices of one buffer (no copies), at most [`MAX_FORM_PARTS`] of them.
-pub(crate) fn parse_form(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, InboundError> {
+/// slices of `body` (no copies; of its CRLF copy when its line endings were bare LF), at most
+/// [`MAX_FORM_PARTS`] of them.
+pub(crate) fn parse_form(content_type: &str, body: &Bytes) -> Result<Vec<FormPart>, InboundError> {
     let boundary = boundary(content_type)?;
-    let body = Bytes::from(normalise_line_endings(body).into_owned());
+    let body = match normalise_line_endings(body) {
+        Cow::Borrowed(_) => body.clone(),
+        Cow::Owned(crlf) => Bytes::from(crlf),
+    };
     let mut delim = b"\r\n--".to_vec();
     delim.extend_from_slice(boundary.as_bytes());
     // The first delimiter may open the body (no CRLF before it).

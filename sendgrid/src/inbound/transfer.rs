@@ -233,20 +233,35 @@ pub(crate) fn q_word(text: &[u8]) -> Vec<u8> {
 
 /// A body decoded by its Content-Transfer-Encoding (`None`: 7bit). Unknown encodings are kept
 /// as sent, with a note.
+/// Is this transfer encoding none at all (the bytes are the content)?
+pub(crate) fn is_identity(encoding: Option<&str>) -> bool {
+    let enc = encoding.map(|e| e.trim().to_ascii_lowercase());
+    matches!(
+        enc.as_deref(),
+        None | Some("" | "7bit" | "8bit" | "binary" | "7-bit" | "8-bit")
+    )
+}
+
 pub(crate) fn decode_body(encoding: Option<&str>, body: &[u8]) -> Decoded {
+    if is_identity(encoding) {
+        return Decoded {
+            data: body.to_vec(),
+            note: None,
+        };
+    }
     let enc = encoding.map(|e| e.trim().to_ascii_lowercase());
     match enc.as_deref() {
         Some("base64") => base64_body(body),
         Some("quoted-printable") => quoted_printable(body),
-        None | Some("" | "7bit" | "8bit" | "binary" | "7-bit" | "8-bit") => Decoded {
-            data: body.to_vec(),
-            note: None,
-        },
-        Some(other) => Decoded {
+        other => Decoded {
             data: body.to_vec(),
             note: Some(format!(
                 "unknown transfer encoding {:?}; kept as sent",
-                other.chars().take(40).collect::<String>()
+                other
+                    .unwrap_or_default()
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
             )),
         },
     }

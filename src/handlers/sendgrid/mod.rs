@@ -34,7 +34,7 @@ pub use status::{MessageStatusHook, SuppressionsHook, MESSAGE_STATUS_HOOK, SUPPR
 use std::sync::Arc;
 
 use mailroom_envelope::Kind;
-use mailroom_sendgrid::{parse_events, parse_inbound, Event, InboundEmail};
+use mailroom_sendgrid::{parse_events, parse_inbound_shared, Event, InboundEmail};
 
 use crate::handler::{BoxFuture, Handler, Job, Outcome};
 use crate::store::{
@@ -311,7 +311,9 @@ impl SendgridHandler {
                         "inbound parse: no content-type (the multipart boundary is needed)"
                             .to_string()
                     })?;
-                let email = parse_inbound(content_type, &env.body)
+                // Shared, not copied: the email's raw MIME and the attachments stored as sent
+                // are slices of the envelope's body.
+                let email = parse_inbound_shared(content_type, &env.body)
                     .map_err(|e| format!("inbound parse: {e}"))?;
                 Ok(Body::Inbound {
                     email: Box::new(email),

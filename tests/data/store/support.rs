@@ -62,7 +62,7 @@ pub fn envelope(
         }),
         headers: all,
         content_type: Some(content_type.to_string()),
-        body,
+        body: body.into(),
         queue_url: None,
     }
 }
