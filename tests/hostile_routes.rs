@@ -71,7 +71,7 @@ fn message(route: Option<&str>, body: &[u8], signed: Signed<'_>) -> String {
         }),
         headers,
         content_type: Some("application/json".into()),
-        body: body.to_vec(),
+        body: body.to_vec().into(),
         queue_url: None,
     })
 }
