@@ -153,7 +153,9 @@ async fn lead_and_deliver(
 }
 
 /// Deliver while `lead` holds: keep up to `concurrency` deliveries in flight, each recorded
-/// before it is sent, each end recorded as it comes, the position moved over the ended front.
+/// before it is sent; the ends are recorded, and the position moved over the ended front, by
+/// one transaction at a time running beside the deliveries (so a commit's latency never holds
+/// a send back, and a busy forwarder records many ends per commit).
 async fn deliver_window(
     store: &Store,
     shared: &Arc<deliver::Shared>,
@@ -166,12 +168,18 @@ async fn deliver_window(
     let most_held = MAX_WINDOW_DELIVERIES.max(2 * page_rows.div_ceil(per_delivery));
     let mut window = Window::default();
     let mut after = resume(store, shared, &mut window).await?;
-    settle(store, config, &mut window).await?;
     let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut settling: Option<crate::handler::BoxFuture<'static, SettleResult>> = None;
     let mut next_read = tokio::time::Instant::now();
     loop {
         if lead.is_cancelled() {
-            return Ok(());
+            break;
+        }
+        if settling.is_none() {
+            let s = window.take_settlement();
+            if !s.is_empty() {
+                settling = Some(Box::pin(settle(store.clone(), config.clone(), s)));
+            }
         }
         if window.waiting() < concurrency
             && window.len() < most_held
@@ -196,18 +204,52 @@ async fn deliver_window(
         metrics::gauge!("mailroom_forward_lag_seconds", "forwarder" => config.name.clone())
             .set(lag);
         tokio::select! {
-            _ = lead.cancelled() => return Ok(()),
+            _ = lead.cancelled() => break,
             Some((seq, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 window.end(seq, outcome);
                 while let Some(Some((seq, outcome))) = in_flight.next().now_or_never() {
                     window.end(seq, outcome);
                 }
-                settle(store, config, &mut window).await?;
             }
-            _ = tokio::time::sleep_until(next_read), if in_flight.is_empty() => {}
+            (settlement, result) = async { settling.as_mut().expect("guarded").await },
+                if settling.is_some() =>
+            {
+                settling = None;
+                match result {
+                    Ok(()) => window.settled(settlement),
+                    Err(e) => {
+                        window.unsettled(settlement);
+                        return Err(e);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_read),
+                if in_flight.is_empty() && settling.is_none() => {}
         }
     }
+    // Stopping: what already ended is recorded before the lock goes (bounded), so the next
+    // leader sends less again. Deliveries still in flight stay planned.
+    drop(in_flight);
+    let finish = async {
+        if let Some(pending) = settling.take() {
+            let (s, result) = pending.await;
+            if result.is_ok() {
+                window.settled(s);
+            }
+        }
+        let s = window.take_settlement();
+        if !s.is_empty() {
+            let _ = settle(store.clone(), config.clone(), s).await;
+        }
+    };
+    let _ = tokio::time::timeout(SETTLE_ON_STOP, finish).await;
+    Ok(())
 }
+
+/// How long a stopping forwarder may take to record what ended.
+const SETTLE_ON_STOP: Duration = Duration::from_secs(5);
+
+type SettleResult = (window::Settlement, Result<(), StoreError>);
 
 /// Read the rows after `after`, cut them into deliveries, record those and add them to the
 /// window; the last row's position, or None when there was nothing to read.
@@ -304,59 +346,61 @@ async fn resume(
     Ok(after)
 }
 
-/// Record every end not yet in Postgres (dead letters with theirs), and move the position over
-/// the ended front, in one transaction.
-async fn settle(
-    store: &Store,
-    config: &ForwardConfig,
-    window: &mut Window,
-) -> Result<(), StoreError> {
-    let front = window.ended_front();
-    let mut delivered = Vec::new();
-    let mut letters = Vec::new();
-    for (i, slot) in window.unrecorded_ends().enumerate() {
-        match &slot.state {
-            SlotState::DeadLettered { attempts, reason } => {
-                letters.push((slot.last, dead_letter(config, slot, *attempts, reason)))
-            }
-            _ if i >= front => delivered.push(slot.last),
-            _ => {}
+/// Record a settlement's ends (dead letters with theirs) and move the position over its
+/// ended front, in one transaction; hands the settlement back with how it went.
+async fn settle(store: Store, config: ForwardConfig, s: window::Settlement) -> SettleResult {
+    let result = settle_tx(&store, &config, &s).await;
+    if result.is_ok() {
+        if let Some((_, rows)) = s.ack {
+            metrics::counter!("mailroom_forward_rows_total", "forwarder" => config.name.clone())
+                .increment(rows as u64);
         }
     }
-    if front == 0 && delivered.is_empty() && letters.is_empty() {
-        return Ok(());
+    (s, result)
+}
+
+async fn settle_tx(
+    store: &Store,
+    config: &ForwardConfig,
+    s: &window::Settlement,
+) -> Result<(), StoreError> {
+    let mut delivered = Vec::new();
+    let mut letters = Vec::new();
+    let mut lettered = Vec::new();
+    for end in &s.ends {
+        match &end.state {
+            SlotState::DeadLettered { attempts, reason } => {
+                letters.push(dead_letter(config, end, *attempts, reason));
+                lettered.push(end.last);
+            }
+            _ => delivered.push(end.last),
+        }
     }
     let mut tx = store.begin().await?;
     if !letters.is_empty() {
-        let kept: Vec<DeadLetter> = letters.iter().map(|(_, l)| l.clone()).collect();
-        keep_dead_letters(&mut *tx, &kept).await?;
-        let lasts: Vec<Position> = letters.iter().map(|(p, _)| *p).collect();
-        forward_plan::mark_ended(&mut tx, &config.name, &lasts, PlanState::DeadLettered).await?;
+        keep_dead_letters(&mut *tx, &letters).await?;
+        forward_plan::mark_ended(&mut tx, &config.name, &lettered, PlanState::DeadLettered).await?;
     }
     forward_plan::mark_ended(&mut tx, &config.name, &delivered, PlanState::Delivered).await?;
-    let mut acked_rows = 0usize;
-    if let Some((last, rows)) = window.ended_front_reach() {
-        acked_rows = rows;
+    if let Some((last, rows)) = s.ack {
         feed::ack(&mut tx, &config.name, last, rows as i64).await?;
         forward_plan::forget_upto(&mut tx, &config.name, last).await?;
     }
     tx.commit()
         .await
-        .map_err(StoreError::query("committing a forwarder acknowledgement"))?;
-    window.mark_recorded();
-    window.pop_ended_front();
-    if acked_rows > 0 {
-        metrics::counter!("mailroom_forward_rows_total", "forwarder" => config.name.clone())
-            .increment(acked_rows as u64);
-    }
-    Ok(())
+        .map_err(StoreError::query("committing a forwarder acknowledgement"))
 }
 
-fn dead_letter(config: &ForwardConfig, slot: &Slot, attempts: u32, reason: &str) -> DeadLetter {
+fn dead_letter(
+    config: &ForwardConfig,
+    end: &window::End,
+    attempts: u32,
+    reason: &str,
+) -> DeadLetter {
     DeadLetter {
         queue: format!("forward:{}", config.name),
-        message_id: slot.delivery.key.clone(),
-        body: String::from_utf8_lossy(&slot.delivery.body).into_owned(),
+        message_id: end.key.clone(),
+        body: String::from_utf8_lossy(&end.body).into_owned(),
         attributes: [("mailroom.forward.url".to_string(), config.url.clone())]
             .into_iter()
             .collect(),
@@ -423,7 +467,6 @@ fn slot(name: &str, stream: Stream, rows: &[FeedRow]) -> Slot {
         },
         oldest_stored_at: rows.iter().map(|r| r.stored_at).min(),
         state: SlotState::Waiting,
-        end_recorded: false,
     }
 }
 
