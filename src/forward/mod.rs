@@ -45,6 +45,19 @@ pub use bucket::TokenBucket;
 pub use config::ForwardConfig;
 pub use deliver::{Delivered, Delivery};
 
+/// Why a forwarder stopped delivering for a while (it stands by and tries again).
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The consumer was removed while the forwarder was leading.
+    #[error("the feed consumer {0:?} is gone (removed while delivering?)")]
+    NoConsumer(String),
+    /// The task that records ends did not finish (it panicked).
+    #[error("recording the forwarder's ended deliveries failed: {0}")]
+    Settlement(#[from] tokio::task::JoinError),
+}
+
 /// How long a standby waits before trying for the lock again, and the pause after a database
 /// error.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
@@ -106,9 +119,11 @@ pub async fn run(store: Store, config: ForwardConfig, stop: CancellationToken) {
         match lead_and_deliver(&store, &shared, &stop).await {
             Ok(()) => {}
             Err(e) => {
-                crate::telemetry::count_postgres_error("forward");
+                if matches!(e, ForwardError::Store(_)) {
+                    crate::telemetry::count_postgres_error("forward");
+                }
                 tracing::warn!(forwarder = %name, error = %crate::error_text::chain_text(&e),
-                    "forwarder paused by a database error; trying again");
+                    "forwarder paused by an error; trying again");
             }
         }
         tokio::select! {
@@ -124,7 +139,7 @@ async fn lead_and_deliver(
     store: &Store,
     shared: &Arc<deliver::Shared>,
     stop: &CancellationToken,
-) -> Result<(), StoreError> {
+) -> Result<(), ForwardError> {
     let config = &shared.config;
     let Some(lead) = lead::take(store, &config.name, stop).await? else {
         tracing::debug!(forwarder = %config.name, "another process delivers for this forwarder; standing by");
@@ -145,7 +160,7 @@ async fn lead_and_deliver(
                 tracing::info!(forwarder = %config.name, url = %config.url, "forwarder delivering");
                 deliver_window(store, shared, &lead.token).await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     };
     lead.end().await;
@@ -160,7 +175,7 @@ async fn deliver_window(
     store: &Store,
     shared: &Arc<deliver::Shared>,
     lead: &CancellationToken,
-) -> Result<(), StoreError> {
+) -> Result<(), ForwardError> {
     let config = &shared.config;
     let per_delivery = rows_per_delivery(config);
     let page_rows = per_delivery * deliveries_per_page(config, per_delivery);
@@ -169,7 +184,9 @@ async fn deliver_window(
     let mut window = Window::default();
     let mut after = resume(store, shared, &mut window).await?;
     let mut in_flight = futures::stream::FuturesUnordered::new();
-    let mut settling: Option<crate::handler::BoxFuture<'static, SettleResult>> = None;
+    // A task of its own, not a future polled by this loop: the loop awaits feed reads, which
+    // wait for the consumer row that an uncommitted settlement holds.
+    let mut settling: Option<tokio::task::JoinHandle<SettleResult>> = None;
     let mut next_read = tokio::time::Instant::now();
     loop {
         if lead.is_cancelled() {
@@ -178,7 +195,7 @@ async fn deliver_window(
         if settling.is_none() {
             let s = window.take_settlement();
             if !s.is_empty() {
-                settling = Some(Box::pin(settle(store.clone(), config.clone(), s)));
+                settling = Some(tokio::spawn(settle(store.clone(), config.clone(), s)));
             }
         }
         if window.waiting() < concurrency
@@ -211,15 +228,14 @@ async fn deliver_window(
                     window.end(seq, outcome);
                 }
             }
-            (settlement, result) = async { settling.as_mut().expect("guarded").await },
-                if settling.is_some() =>
-            {
+            joined = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
                 settling = None;
+                let (settlement, result) = joined?;
                 match result {
                     Ok(()) => window.settled(settlement),
                     Err(e) => {
                         window.unsettled(settlement);
-                        return Err(e);
+                        return Err(e.into());
                     }
                 }
             }
@@ -232,9 +248,9 @@ async fn deliver_window(
     drop(in_flight);
     let finish = async {
         if let Some(pending) = settling.take() {
-            let (s, result) = pending.await;
-            if result.is_ok() {
-                window.settled(s);
+            match pending.await {
+                Ok((s, Ok(()))) => window.settled(s),
+                _ => return,
             }
         }
         let s = window.take_settlement();
@@ -296,7 +312,7 @@ async fn resume(
     store: &Store,
     shared: &deliver::Shared,
     window: &mut Window,
-) -> Result<Position, StoreError> {
+) -> Result<Position, ForwardError> {
     let config = &shared.config;
     let mut conn = store
         .pool()
@@ -305,7 +321,7 @@ async fn resume(
         .map_err(StoreError::query("connecting to resume the forwarder"))?;
     let position = feed::position(&mut conn, &config.name)
         .await?
-        .ok_or_else(|| StoreError::Schema(format!("no feed consumer {:?}", config.name)))?;
+        .ok_or_else(|| ForwardError::NoConsumer(config.name.clone()))?;
     let mut after = position;
     let recorded = forward_plan::load(&mut conn, &config.name, position).await?;
     let mut resent = 0usize;
