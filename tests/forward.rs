@@ -786,3 +786,62 @@ async fn two_processes_delivered_for_one_forwarder_after_a_postgres_restart() {
     assert_eq!(unique.len(), 300, "every row");
     pool.close().await;
 }
+
+/// The same promise when only the lock's session goes (terminated on the server) while the
+/// process's other connections work on: its reads and acknowledgements still succeed, so only
+/// the lead check can stop it. Fails with the check disabled.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_leader_whose_lock_session_ended_went_on_delivering(pool: PgPool) {
+    store_events(&pool, &ids("t", 300)).await;
+    let app = App::start(Arc::new(|_, _| Reply::Late(Duration::from_millis(300)))).await;
+    let base = app.url();
+    let settings = "rate_per_second = 20\nbatch_size = 1\nconcurrency = 2\ntimeout_secs = 10";
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = tokio::spawn(forward::run(
+        Store::from_pool(pool.clone()),
+        config("solo", &format!("{base}/a"), settings),
+        stop_a.clone(),
+    ));
+    let app_ref = &app;
+    eventually(30, "A delivers", || app_ref.received().len() >= 6).await;
+    let b = tokio::spawn(forward::run(
+        Store::from_pool(pool.clone()),
+        config("solo", &format!("{base}/b"), settings),
+        stop_b.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())) t",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("terminate the lock session");
+    assert_eq!(ended, 1, "one session held the forwarder lock");
+    let pool_ref = &pool;
+    eventually_async(120, "all 300 rows acknowledged", || async move {
+        store_feed::status(pool_ref, Some("solo"))
+            .await
+            .ok()
+            .and_then(|s| s.first().map(|c| c.pending == 0 && c.acked_rows >= 300))
+            .unwrap_or(false)
+    })
+    .await;
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.expect("a");
+    b.await.expect("b");
+    let mut received = app.received();
+    received.sort_by_key(|r| r.at);
+    let senders: Vec<&str> = received
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default())
+        .collect();
+    let switches = senders.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        switches <= 1,
+        "both processes delivered after the lock session ended: {switches} switches ({})",
+        senders.concat()
+    );
+}
