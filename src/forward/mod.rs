@@ -324,25 +324,30 @@ async fn resume(
         .ok_or_else(|| ForwardError::NoConsumer(config.name.clone()))?;
     let mut after = position;
     let recorded = forward_plan::load(&mut conn, &config.name, position).await?;
-    let mut resent = 0usize;
-    for p in &recorded {
-        if p.state != PlanState::Planned {
-            window.push_ended(p.first, p.last, p.rows as usize, p.state);
-            after = p.last;
-            continue;
-        }
-        let rows = feed::read_after(
+    // The recorded deliveries are contiguous from the position: one read brings all their rows.
+    let total: i64 = recorded.iter().map(|p| i64::from(p.rows)).sum();
+    let rows = if recorded.is_empty() {
+        Vec::new()
+    } else {
+        feed::read_after(
             &mut conn,
             &config.name,
             config.stream(),
-            p.rows as i64,
-            after,
+            total,
+            position,
             config.include_attachments,
         )
-        .await?;
-        let same = rows.len() == p.rows as usize
-            && rows.first().map(|r| r.position) == Some(p.first)
-            && rows.last().map(|r| r.position) == Some(p.last);
+        .await?
+    };
+    let mut rest = rows.as_slice();
+    let mut resent = 0usize;
+    for p in &recorded {
+        let n = (p.rows as usize).min(rest.len());
+        let (mine, later) = rest.split_at(n);
+        rest = later;
+        let same = mine.len() == p.rows as usize
+            && mine.first().map(|r| r.position) == Some(p.first)
+            && mine.last().map(|r| r.position) == Some(p.last);
         if !same {
             // Retention dropped some of its rows (a consumer far behind): what is left is cut
             // afresh after the last delivery that could be taken up.
@@ -351,8 +356,12 @@ async fn resume(
             forward_plan::forget_after(&mut conn, &config.name, after).await?;
             break;
         }
-        window.push(slot(&config.name, config.stream(), &rows));
-        resent += 1;
+        if p.state == PlanState::Planned {
+            window.push(slot(&config.name, config.stream(), mine));
+            resent += 1;
+        } else {
+            window.push_ended(p.first, p.last, p.rows as usize, p.state);
+        }
         after = p.last;
     }
     if !recorded.is_empty() {
